@@ -26,7 +26,7 @@ class RobotConfig:
     gripper_joints: list[str] = field(default_factory=lambda: ["finger_left", "finger_right"])
     ee_link: str = "tcp_link"
     home: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.0, 1.5, 0.0, 1.1, 0.0])
-    gripper_home: float = 0.04  # open
+    gripper_home: float = 0.035  # m per finger: open, clear of the 0.04 limit
 
     def __post_init__(self) -> None:
         for name in ("urdf", "joint_names", "gripper_joints", "ee_link", "home", "gripper_home"):
@@ -86,7 +86,7 @@ def panda() -> RobotConfig:
         gripper_joints=["panda_finger_joint1", "panda_finger_joint2"],
         ee_link="panda_grasptarget",
         home=[0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8],
-        gripper_home=0.04,
+        gripper_home=0.035,
     )
 
 

@@ -1,0 +1,161 @@
+"""`lam`: the command line front door (run, demo, bench)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("lam")
+
+NODES = {  # name in --nodes: (module, class)
+    "control": ("lam_control.control_node", "ControlNode"),
+}
+PLANNED_NODES = {"capture", "policy"}  # accepted names whose nodes arrive with later issues
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _default_params() -> list[str]:
+    from lam_control.resources import share_file
+
+    return [str(share_file("config/control.yaml"))]
+
+
+def _parse_nodes(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CLIError("--nodes needs at least one of: " + ", ".join(NODES))
+    for name in names:
+        if name in PLANNED_NODES:
+            raise CLIError(f"node {name!r} is not part of this release yet; available: {', '.join(NODES)}")
+        if name not in NODES:
+            raise CLIError(f"unknown node {name!r}; choose from: {', '.join(NODES)}")
+    return names
+
+
+def cmd_run(args) -> int:
+    from lam_control.ros_graph import Graph
+
+    names = _parse_nodes(args.nodes)
+    params = args.params or _default_params()
+    if args.duration is not None and not args.duration > 0:
+        raise CLIError(f"--duration must be > 0 seconds, got {args.duration}")
+    with Graph(params) as graph:
+        for name in names:
+            module, cls = NODES[name]
+            graph.add(getattr(import_module(module), cls))
+        print(f"lam run: {', '.join(names)} up (domain {os.environ.get('ROS_DOMAIN_ID', '0')}); "
+              f"{'Ctrl-C to stop' if args.duration is None else f'for {args.duration:g} s'}", flush=True)
+        graph.spin(duration=args.duration, handle_signals=True)
+    print("lam run: stopped", flush=True)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from lam_control.control_node import ControlNode
+    from lam_control.demo import demo_trajectory, summarize, write_video
+    from lam_control.monitor_node import MonitorNode
+    from lam_control.player_node import PlayerNode
+    from lam_control.ros_graph import Graph
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Graph(args.params or _default_params()) as graph:
+        control = graph.add(ControlNode)
+        monitor = graph.add(MonitorNode)
+        robot = control.arm.robot
+        times, positions = demo_trajectory(robot)
+        player = graph.add(PlayerNode, joint_names=robot.command_joints, times=times, positions=positions)
+        print(f"lam demo: streaming a {times[-1]:.1f} s recorded trajectory through control_node "
+              f"({control.backend})", flush=True)
+        done_at = []
+        graph.spin(duration=times[-1] + 10.0, handle_signals=True,
+                   until=lambda: player.done and (done_at or done_at.append(time.monotonic())) and
+                   time.monotonic() - done_at[0] > 1.0)
+        filt = control.arm.filter
+        summary = summarize(control.arm.model, filt.lower, filt.upper, filt.vcap, monitor.states,
+                            monitor.applied, robot.command_joints, np.clip(positions[-1], filt.lower, filt.upper),
+                            filt.dt)
+        summary["interventions"] = {k: v for k, v in control.counts.items() if k not in ("accepted", "rejected")}
+        summary["commands_accepted"] = control.counts["accepted"]
+        summary["fault"] = filt.fault
+    if not args.no_video and monitor.states:
+        t0 = monitor.states[0][0]
+        idx = [monitor.states[0][1].index(n) for n in robot.command_joints]
+        st_t = np.array([t - t0 for t, _, _ in monitor.states])
+        st_q = np.array([q[idx] for _, _, q in monitor.states])
+        video = out / "demo.mp4"
+        summary["video"] = str(video)
+        summary["video_frames"] = write_video(robot, st_t, st_q, video)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    ok = summary.get("applied_limit_violations", 1) == 0 and summary.get("applied_nonfinite", 1) == 0 \
+        and not summary["fault"] and summary.get("final_error_rad", 1.0) < 0.01
+    print(f"lam demo: {'OK' if ok else 'FAILED'} -> {out}", flush=True)
+    return 0 if ok else 1
+
+
+def cmd_bench(args) -> int:
+    from lam_control.bench import run_benchmarks
+
+    results = run_benchmarks(seconds=args.seconds)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for section, figures in results.items():
+            print(f"{section}:")
+            for key, value in figures.items():
+                print(f"  {key:32s} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lam", description="LAM stack: teleoperation and imitation for robot arms")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start nodes in one process under one executor")
+    run.add_argument("--nodes", default="control", help="comma-separated: control (capture, policy later)")
+    run.add_argument("--params", nargs="+", metavar="FILE",
+                     help="ROS 2 parameter YAML files (default: the package's config/control.yaml)")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the main job on its embedded default, with a video")
+    demo.add_argument("--out", default="out/demo", help="output folder (video, summary.json)")
+    demo.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files")
+    demo.add_argument("--no-video", action="store_true", help="skip rendering the video")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="measure the stack's speed")
+    bench.add_argument("--seconds", type=float, default=5.0, help="duration of the node loop measurement")
+    bench.add_argument("--json", action="store_true", help="print JSON")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from lam_control.ros_graph import GraphError
+
+    try:
+        return args.func(args)
+    except (CLIError, GraphError, FileNotFoundError, ValueError) as exc:
+        print(f"lam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
