@@ -29,6 +29,11 @@ setup(
         "PyYAML>=6",
         "imageio>=2.31",
         "imageio-ffmpeg>=0.5",
+        "torch==2.13.0",  # a local CPU wheel here; never unpinned (see above)
+        "mediapipe==0.10.21",
+        "safetensors>=0.4",
+        "rosbags>=0.10",
+        "scikit-image>=0.22",
     ],
     extras_require={
         # rclpy and messages as wheels, for machines without a system ROS 2. On a robot with

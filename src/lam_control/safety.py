@@ -237,19 +237,48 @@ class SafetyFilter:
         # A start outside the margins (a physical arm parked there) may stay, never go further.
         return np.clip(self.q + v_new * dt, np.minimum(self.lower, self.q), np.maximum(self.upper, self.q))
 
+    def _moved(self, q: np.ndarray) -> float:
+        """Largest link-origin displacement (m) from the last command to q."""
+        return float(np.linalg.norm(self._positions(q) - self._links, axis=1).max())
+
     def _limit_cartesian(self, q_next: np.ndarray, notes: list[str]) -> np.ndarray:
-        """Shrink the step until no link origin (TCP included) moves faster than the cap."""
+        """Slow the step until no link origin (TCP included) moves faster than the cap.
+
+        Scaling the whole step towards zero would cut every joint's velocity at once, past what
+        the acceleration cap allows. So the step is blended towards the hardest braking that cap
+        allows (each joint's velocity a * dt closer to zero), which keeps both caps; only when
+        even that braking moves a link too far does it shrink towards standing still.
+        """
         max_step = self.config.max_cartesian_speed * self.dt
-        step = q_next - self.q
+        m_hi = self._moved(q_next)
+        if m_hi <= max_step:
+            return q_next
+        notes.append("cartesian_cap")
+        v_brake = np.clip(0.0, self.v - self.acap * self.dt, self.v + self.acap * self.dt)
+        brake = np.clip(self.q + v_brake * self.dt, np.minimum(self.lower, self.q),
+                        np.maximum(self.upper, self.q))
+        m_lo = self._moved(brake)
+        if m_lo <= max_step:
+            lo, hi = 0.0, 1.0  # blend fractions: lo within the cap, hi over it
+            for _ in range(8):
+                if m_lo >= 0.95 * max_step:
+                    break
+                # Secant aim a little under the cap; the displacement is near-convex in the blend.
+                mid = lo + (hi - lo) * (0.95 * max_step - m_lo) / (m_hi - m_lo)
+                moved = self._moved(brake + mid * (q_next - brake))
+                if moved > max_step:
+                    hi, m_hi = mid, moved
+                else:
+                    lo, m_lo = mid, moved
+                    break
+            return brake + lo * (q_next - brake)
+        step = q_next - self.q  # braking alone is too fast: an emergency slow-down
         scale = 1.0
         for _ in range(8):
-            moved = np.linalg.norm(self._positions(self.q + scale * step) - self._links, axis=1).max()
+            moved = self._moved(self.q + scale * step)
             if moved <= max_step:
-                if scale < 1.0:
-                    notes.append("cartesian_cap")
                 return self.q + scale * step
             scale *= 0.95 * max_step / moved
-        notes.append("cartesian_cap")
         return self.q.copy()
 
     def _keep_in_box(self, q_next: np.ndarray, notes: list[str]) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""lam_control: robot backends (PyBullet, ros2_control), the safety filter and control_node."""
