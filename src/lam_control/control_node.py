@@ -85,6 +85,13 @@ class ControlNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("control_node", **kwargs)
+        try:
+            self._setup()
+        except Exception:
+            self.destroy_node()  # leave nothing half-built in the context
+            raise
+
+    def _setup(self) -> None:
         for name, (default, text) in PARAMETERS.items():
             # dynamic typing: YAML written as `1` for a float parameter is accepted, then coerced.
             self.declare_parameter(name, default, ParameterDescriptor(description=text, dynamic_typing=True))
@@ -241,7 +248,9 @@ class ControlNode(Node):
         self.diag_pub.publish(msg)
 
     def destroy_node(self) -> None:
-        self.arm.close()
+        arm = getattr(self, "arm", None)  # absent when construction failed on bad parameters
+        if arm is not None:
+            arm.close()
         super().destroy_node()
 
 

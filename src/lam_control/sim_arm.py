@@ -143,8 +143,8 @@ class SimArm(Arm):
             steps += 1
         return steps
 
-    def render(self, width: int = 640, height: int = 480, distance: float = 1.6,
-               yaw: float = 50.0, pitch: float = -25.0, target=(0.25, 0.0, 0.35)) -> np.ndarray:
+    def render(self, width: int = 640, height: int = 480, distance: float = 1.25,
+               yaw: float = 60.0, pitch: float = -22.0, target=(0.25, 0.0, 0.3)) -> np.ndarray:
         """An RGB image (H, W, 3) uint8 from an orbit camera (software renderer in DIRECT)."""
         view = p.computeViewMatrixFromYawPitchRoll(target, distance, yaw, pitch, 0, 2,
                                                    physicsClientId=self.client)

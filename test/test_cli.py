@@ -1,0 +1,97 @@
+"""`lam run` as a user runs it: a separate process, driven by an outside ROS 2 node."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lam_control.monitor_node import MonitorNode
+from lam_control.robot import RobotConfig
+from lam_control.ros_graph import Graph
+from ros_helpers import Operator, domain_id, positions_by_name, stream
+
+LAM = [sys.executable, "-m", "lam_control.cli"]
+
+
+def lam(*args, timeout=60):
+    return subprocess.run(LAM + list(args), capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+@pytest.fixture
+def lam_run():
+    proc = subprocess.Popen(LAM + ["run", "--nodes", "control", "--duration", "25"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_lam_run_obeys_an_outside_process_and_never_leaves_limits(lam_run):
+    names = RobotConfig().command_joints
+    model = RobotConfig().load_model()
+    lower, upper = model.lower[: len(names)], model.upper[: len(names)]
+    with Graph(domain_id=domain_id()) as graph:
+        monitor = graph.add(MonitorNode)
+        operator = graph.add(Operator)
+        graph.spin(duration=20.0, until=lambda: len(monitor.states) > 5 and operator.cmd.get_subscription_count())
+        assert monitor.states, "lam run never published /joint_states"
+        target = np.array([0.4, 0.8, -0.3, 1.1, 0.2, 0.9, 0.1, 0.02, 0.02])
+        stream(graph, operator, names, target, seconds=3.0)
+        reached = positions_by_name(monitor.states, names)[-1]
+        assert np.max(np.abs(reached - target)) < 0.01
+
+        stream(graph, operator, names, [9.0, -9.0, 9.0, 9.0, -9.0, 9.0, -9.0, 5.0, -5.0], seconds=2.0)
+        operator.send(names, [float("nan")] * len(names))
+        operator.send(names, [float("inf")] * len(names))
+        graph.spin(duration=0.5)
+        before = positions_by_name(monitor.states, names)[-1]
+        operator.estop()
+        stream(graph, operator, names, target, seconds=1.0)  # ignored: the fault/e-stop holds the arm
+        states = positions_by_name(monitor.states, names)
+        assert np.all(np.isfinite(states)), "a non-finite joint position was published"
+        assert np.all(states >= lower - 1e-3) and np.all(states <= upper + 1e-3), "a joint left its limits"
+        assert np.max(np.abs(states[-1] - before)) < 0.01, "the arm moved after e-stop"
+    assert lam_run.poll() is None, "lam run died while being driven"
+    lam_run.send_signal(signal.SIGINT)
+    out, _ = lam_run.communicate(timeout=10)
+    assert lam_run.returncode == 0, out
+    assert "stopped" in out
+
+
+def test_lam_run_stops_after_duration():
+    started = time.monotonic()
+    result = lam("run", "--nodes", "control", "--duration", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--nodes", "warp_core"], "unknown node 'warp_core'"),
+    (["run", "--nodes", "policy"], "not part of this release"),
+    (["run", "--params", "/nonexistent/control.yaml"], "parameter file not found"),
+    (["run", "--duration", "-3"], "--duration must be > 0"),
+])
+def test_bad_arguments_give_one_clear_line(args, message):
+    result = lam(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_params_file(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("control_node: [this is not: a parameter section\n")
+    result = lam("run", "--params", str(bad))
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("control_node:\n  ros__parameters:\n    backend: warp_drive\n")
+    result = lam("run", "--params", str(wrong), "--duration", "1")
+    assert result.returncode == 2 and "backend" in result.stderr and "Traceback" not in result.stderr
