@@ -60,6 +60,7 @@ def test_out_of_limit_and_nan_commands_hold_within_limits_and_fault(graph, nodes
     margin = np.where(model.prismatic[: len(names)], 0.001, 0.1)
     assert np.all(held >= lower + margin - 0.01) and np.all(held <= upper - margin + 0.01)
 
+    graph.spin(duration=0.5)  # the watchdog holds it; let the arm settle before the NaN
     before = control.arm.read_state().positions
     n_before = len(monitor.states)
     bad = list(TARGET)

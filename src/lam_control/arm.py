@@ -115,8 +115,15 @@ class Arm(ABC):
             self.filter.estop()
 
     def reset(self) -> None:
-        """Clear e-stop and faults; the arm holds until the next command."""
+        """Clear e-stop and faults; the arm holds where it is measured until the next command.
+
+        The filter restarts from the measured pose: a physical arm may have been moved (by hand,
+        by its driver) while it was stopped, and motion must continue from where it really is.
+        """
         self._follower = None
         self._estop_pending = False
         if self.filter is not None:
             self.filter.reset()
+            state = self.read_state()
+            if state is not None:
+                self.filter.resync(state.positions)

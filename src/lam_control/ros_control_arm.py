@@ -21,7 +21,8 @@ from lam_control.safety import SafetyConfig, SafetyStatus
 
 log = logging.getLogger(__name__)
 
-# The controller subscribes with rclcpp::SystemDefaultsQoS (reliable, volatile): match it exactly.
+# The controller subscribes with rclcpp::SystemDefaultsQoS, which the RMW resolves to its own
+# default (best effort on Fast DDS, reliable elsewhere); a reliable, volatile publisher matches both.
 CONTROLLER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 # Best effort accepts both reliable and best-effort joint state publishers.
@@ -78,5 +79,10 @@ class RosControlArm(Arm):
         return super().tick(now)
 
     def _write(self, positions: np.ndarray, velocities: np.ndarray, now: float) -> None:
+        if self.filter is not None and self.filter.fault:
+            # Faulted (stale feedback, bad command): stop streaming and let the controller hold
+            # on its own. The arm may be moved while its driver is down; resending an old
+            # setpoint then would jump it back. reset() resynchronises to the measured pose.
+            return
         # Header stamp zero: the controller starts the point on receipt.
         self._pub.publish(trajectory_msg(self.joint_names, [self.lookahead], [positions]))

@@ -93,11 +93,11 @@ class Graph:
                 signal.signal(sig, handler)
 
     def close(self) -> None:
+        # Executor first, so no pending callback outlives the entity it belongs to.
+        self.executor.shutdown(timeout_sec=2.0)
         for node in reversed(self.nodes):
-            self.executor.remove_node(node)
             node.destroy_node()
         self.nodes.clear()
-        self.executor.shutdown()
         rclpy.try_shutdown(context=self.context)
 
     def __enter__(self) -> "Graph":
