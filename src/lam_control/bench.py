@@ -51,9 +51,26 @@ def bench_sim_tick(steps: int = 1000) -> dict:
     return _percentiles(samples)
 
 
+def bench_control_node(seconds: float) -> dict:
+    """control_node under rclpy at its configured 100 Hz: timer period and work per tick."""
+    from lam_control.control_node import ControlNode
+    from lam_control.resources import share_file
+    from lam_control.ros_graph import Graph
+
+    with Graph([share_file("config/control.yaml")]) as graph:
+        node = graph.add(ControlNode)
+        graph.spin(duration=seconds)
+        periods, work = list(node._periods), list(node._work)
+    out = {"ticks": len(periods), "rate_hz": round(len(periods) / max(sum(periods), 1e-9), 2)}
+    out.update({f"period_{k}": v for k, v in _percentiles(periods).items()})
+    out.update({f"tick_{k}": v for k, v in _percentiles(work).items()})
+    return out
+
+
 def run_benchmarks(seconds: float = 5.0) -> dict:
     return {
         "safety_filter_lam_arm": bench_filter(RobotConfig()),
         "safety_filter_panda": bench_filter(panda()),
         "sim_arm_tick_100hz": bench_sim_tick(),
+        "control_node_loop": bench_control_node(seconds),
     }

@@ -44,8 +44,10 @@ class RobotConfig:
         if len(self.home) != len(self.joint_names):
             raise ValueError(f"RobotConfig.home has {len(self.home)} values for "
                              f"{len(self.joint_names)} joint_names")
-        if not np.all(np.isfinite(self.home)) or not np.isfinite(self.gripper_home):
-            raise ValueError(f"RobotConfig.home must be finite, got {self.home}, {self.gripper_home}")
+        if not np.all(np.isfinite(self.home)):
+            raise ValueError(f"RobotConfig.home must be finite, got {self.home}")
+        if not (np.isfinite(self.gripper_home) and self.gripper_home >= 0):
+            raise ValueError(f"RobotConfig.gripper_home must be finite and >= 0 m, got {self.gripper_home}")
         if not self.ee_link:
             raise ValueError("RobotConfig.ee_link must name the end-effector (TCP) link")
 

@@ -32,8 +32,9 @@ class SimConfig:
             if value is None:
                 raise ValueError(f"SimConfig.{name} must not be None")
         for name in ("physics_rate", "position_gain", "velocity_gain", "max_catch_up"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"SimConfig.{name} must be finite and > 0, got {value!r}")
 
 
 class SimArm(Arm):
