@@ -1,5 +1,4 @@
 """control_node on real rclpy: commands reach the sim arm, bad commands never do, stops hold."""
-import time
 
 import numpy as np
 import pytest

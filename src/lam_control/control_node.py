@@ -15,7 +15,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -23,21 +22,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lam_control.arm import ArmNotReady
 from lam_control.robot import RobotConfig
+from lam_control.ros_qos import COMMAND_QOS, ESTOP_QOS, STATE_QOS
 from lam_control.ros_convert import diagnostic_status, joint_state_msg, trajectory_from_msg
 from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm, SimConfig
 from lam_control.trajectory import TrajectoryError
 
-# Commands: reliable, latest only (a backlog of stale setpoints is worse than none).
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# E-stop: reliable and deep enough that a burst of messages never drops the True.
-ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# Outputs: reliable/volatile, readable by default-QoS and sensor-data subscribers alike.
-STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-DIAGNOSTICS_QOS = STATE_QOS
 
 LEVEL = {"": DiagnosticStatus.OK, "idle": DiagnosticStatus.OK, "watchdog": DiagnosticStatus.WARN,
          "fault": DiagnosticStatus.ERROR, "estop": DiagnosticStatus.ERROR}
@@ -132,7 +122,7 @@ class ControlNode(Node):
         self.create_subscription(Bool, "/lam/estop", self._on_estop, ESTOP_QOS, callback_group=self.group)
         self.create_service(Trigger, "/lam/reset", self._on_reset, callback_group=self.group)
         self.applied_pub = self.create_publisher(JointState, "/lam/applied_command", STATE_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATE_QOS)
         self.create_timer(safety.control_period, self._on_control, callback_group=self.group)
         self.create_timer(1.0 / _positive(get("diagnostics_rate"), "diagnostics_rate"),
                           self.publish_diagnostics, callback_group=self.group)

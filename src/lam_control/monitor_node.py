@@ -11,11 +11,10 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 
-RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+from lam_control.ros_qos import RECORD_QOS
+
 
 
 class MonitorNode(Node):

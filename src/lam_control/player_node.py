@@ -10,13 +10,11 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from trajectory_msgs.msg import JointTrajectory
 
 from lam_control.ros_convert import trajectory_msg
+from lam_control.ros_qos import COMMAND_QOS
 
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
 class PlayerNode(Node):

@@ -10,23 +10,20 @@ import logging
 import time
 
 import numpy as np
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from lam_control.arm import Arm, ArmState
 from lam_control.robot import RobotConfig
 from lam_control.ros_convert import trajectory_msg
+from lam_control.ros_qos import COMMAND_QOS, SENSOR_QOS
 from lam_control.safety import SafetyConfig, SafetyStatus
 
 log = logging.getLogger(__name__)
 
 # The controller subscribes with rclcpp::SystemDefaultsQoS, which the RMW resolves to its own
 # default (best effort on Fast DDS, reliable elsewhere); a reliable, volatile publisher matches both.
-CONTROLLER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# Best effort accepts both reliable and best-effort joint state publishers.
-JOINT_STATES_QOS = qos_profile_sensor_data
+CONTROLLER_QOS = COMMAND_QOS
 
 
 class RosControlArm(Arm):
@@ -43,7 +40,7 @@ class RosControlArm(Arm):
         self.controller_topic = controller_topic
         self._pub = node.create_publisher(JointTrajectory, controller_topic, CONTROLLER_QOS)
         self._sub = node.create_subscription(JointState, joint_states_topic, self._on_joint_state,
-                                             JOINT_STATES_QOS, callback_group=callback_group)
+                                             SENSOR_QOS, callback_group=callback_group)
         n = len(self.joint_names)
         self._pos = np.full(n, np.nan)
         self._vel = np.zeros(n)

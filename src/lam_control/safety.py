@@ -109,7 +109,6 @@ class SafetyFilter:
         self.fault: str = ""
         self.estopped = False
         self.last_command_time: float | None = None
-        self.stats = {"rejected": 0, "holds": 0}
 
     # -- events -----------------------------------------------------------------------------
     def accept_command(self, targets: np.ndarray, now: float) -> bool:
@@ -117,10 +116,8 @@ class SafetyFilter:
         targets = np.asarray(targets, dtype=float)
         if targets.ndim != 2 or targets.shape[1] != self.n or not np.all(np.isfinite(targets)):
             self.latch_fault(f"non-finite or malformed command of shape {targets.shape}")
-            self.stats["rejected"] += 1
             return False
         if self.estopped or self.fault:
-            self.stats["rejected"] += 1
             return False
         self.last_command_time = now
         return True
@@ -173,7 +170,6 @@ class SafetyFilter:
                 reason = "fault"
         if reason:
             self.v[:] = 0.0
-            self.stats["holds"] += 1
             return SafetyStatus(self.q.copy(), True, reason)
         notes: list[str] = []
         goal = self._clamp_limits(target, notes)

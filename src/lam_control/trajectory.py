@@ -68,6 +68,3 @@ class TrajectoryFollower:
         t0, t1 = self.times[k - 1], self.times[k]
         w = (t - t0) / (t1 - t0)
         return (1 - w) * self.points[k - 1] + w * self.points[k]
-
-    def finished(self, now: float) -> bool:
-        return now - self.start_time >= self.times[-1]
