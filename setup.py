@@ -54,6 +54,7 @@ setup(
     entry_points={
         "console_scripts": [
             "control_node = lam_control.control_node:main",
+            "capture_node = lam_capture.capture_node:main",
             "lam = lam_control.cli:main",
         ],
     },

@@ -26,7 +26,8 @@ CAP_PROP_FPS = 5
 class FakeCamera:
     """The device. All scripting methods are thread-safe and take effect on the next read/open."""
 
-    def __init__(self, fps: float = 30.0, width: int = 640, height: int = 480, select_timeout: float = 0.5):
+    def __init__(self, fps: float = 30.0, width: int = 640, height: int = 480, select_timeout: float = 0.5,
+                 scene: np.ndarray | None = None):
         self.fps = fps
         self.shape = (height, width, 3)
         self.select_timeout = select_timeout  # s a paused read blocks before failing, like V4L2's select()
@@ -46,6 +47,8 @@ class FakeCamera:
         self.handles: list[FakeVideoCapture] = []
         ramp = np.linspace(0, 255, width, dtype=np.uint8)
         self._base = np.repeat(np.stack([ramp, ramp[::-1], np.full_like(ramp, 64)], axis=-1)[None], height, axis=0)
+        if scene is not None:  # a real picture (BGR, height x width) for tests that need a person
+            self._base = np.ascontiguousarray(scene[:height, :width])
 
     # ---- scripting ----
 

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pybullet as p
+from lam_control.pybullet_quiet import import_pybullet
+
+p = import_pybullet()
 import pybullet_data
 
 from lam_capture.skeleton import BODY, HAND_NAMES, NUM_LANDMARKS, Keypoints

@@ -14,20 +14,22 @@ import numpy as np
 
 log = logging.getLogger("lam")
 
-NODES = {  # name in --nodes: (module, class)
-    "control": ("lam_control.control_node", "ControlNode"),
+NODES = {  # name in --nodes: (module, class, default parameter file)
+    "control": ("lam_control.control_node", "ControlNode", "config/control.yaml"),
+    "capture": ("lam_capture.capture_node", "CaptureNode", "config/capture.yaml"),
 }
-PLANNED_NODES = {"capture", "policy"}  # accepted names whose nodes arrive with later issues
+PLANNED_NODES = {"policy"}  # accepted names whose nodes arrive with later issues
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def _default_params() -> list[str]:
+def _default_params(nodes=("control",)) -> list[str]:
+    """The package's parameter files for these nodes (what the launch files load)."""
     from lam_control.resources import share_file
 
-    return [str(share_file("config/control.yaml"))]
+    return [str(share_file(NODES[n][2])) for n in nodes]
 
 
 def _parse_nodes(text: str) -> list[str]:
@@ -45,14 +47,23 @@ def _parse_nodes(text: str) -> list[str]:
 def cmd_run(args) -> int:
     from lam_control.ros_graph import Graph
 
+    from rclpy.parameter import Parameter
+
     names = _parse_nodes(args.nodes)
-    params = args.params or _default_params()
+    params = args.params or _default_params(names)
     if args.duration is not None and not args.duration > 0:
         raise CLIError(f"--duration must be > 0 seconds, got {args.duration}")
+    if args.source is not None and "capture" not in names:
+        raise CLIError("--source needs the capture node in --nodes")
+    if args.source is not None:
+        from lam_capture.sources import parse_spec
+
+        parse_spec(args.source)  # a malformed spec fails here, before anything starts
     with Graph(params) as graph:
         for name in names:
-            module, cls = NODES[name]
-            graph.add(getattr(import_module(module), cls))
+            module, cls, _ = NODES[name]
+            overrides = [Parameter("source", value=args.source)] if name == "capture" and args.source else []
+            graph.add(getattr(import_module(module), cls), parameter_overrides=overrides)
         print(f"lam run: {', '.join(names)} up (domain {os.environ.get('ROS_DOMAIN_ID', '0')}); "
               f"{'Ctrl-C to stop' if args.duration is None else f'for {args.duration:g} s'}", flush=True)
         graph.spin(duration=args.duration, handle_signals=True)
@@ -124,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start nodes in one process under one executor")
-    run.add_argument("--nodes", default="control", help="comma-separated: control (capture, policy later)")
+    run.add_argument("--nodes", default="control", help="comma-separated: control, capture (policy later)")
+    run.add_argument("--source", help="capture source: camera:N | video:PATH | image:PATH | mocap:CLIP")
     run.add_argument("--params", nargs="+", metavar="FILE",
                      help="ROS 2 parameter YAML files (default: the package's config/control.yaml)")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")

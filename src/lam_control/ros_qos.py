@@ -16,3 +16,5 @@ RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 # Sensor streams we read from drivers: best effort accepts reliable and best-effort publishers.
 SENSOR_QOS = qos_profile_sensor_data
+# Operator keypoints: sensor data (best effort, shallow): the newest frame matters, not every one.
+KEYPOINTS_QOS = qos_profile_sensor_data

@@ -5,7 +5,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
+from lam_control.pybullet_quiet import import_pybullet
+
+p = import_pybullet()
 import pybullet_data
 
 from lam_control.arm import Arm, ArmState
