@@ -55,6 +55,7 @@ setup(
         "console_scripts": [
             "control_node = lam_control.control_node:main",
             "capture_node = lam_capture.capture_node:main",
+            "policy_node = lam_policy.policy_node:main",
             "lam = lam_control.cli:main",
         ],
     },

@@ -4,7 +4,6 @@ The node must stay alive, report the camera unhealthy, publish nothing stale, an
 import time
 
 import cv2
-import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from skimage import data

@@ -75,7 +75,6 @@ def test_lam_run_stops_after_duration():
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--nodes", "warp_core"], "unknown node 'warp_core'"),
-    (["run", "--nodes", "policy"], "not part of this release"),
     (["run", "--params", "/nonexistent/control.yaml"], "parameter file not found"),
     (["run", "--duration", "-3"], "--duration must be > 0"),
 ])

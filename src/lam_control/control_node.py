@@ -116,6 +116,10 @@ class ControlNode(Node):
         self._last_tick: float | None = None
         self._last_reason: str | None = None
         self._last_error = ""
+        # Age of each command when first applied, from its header stamp (the policy stamps a
+        # command with the capture time of the keypoints it came from): capture -> applied.
+        self._pending_stamp_ns: int | None = None
+        self._apply_age: deque = deque(maxlen=500)
 
         self.create_subscription(JointTrajectory, "/lam/joint_command", self._on_command, COMMAND_QOS,
                                  callback_group=self.group)
@@ -160,6 +164,9 @@ class ControlNode(Node):
             self.get_logger().warning(f"command rejected: {exc}", throttle_duration_sec=1.0)
             return
         self.counts["accepted" if accepted else "rejected"] += 1
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if accepted and stamp_ns > 0:
+            self._pending_stamp_ns = stamp_ns
         if not accepted:
             self.get_logger().error(f"command refused by the safety filter: {self._filter_state()}",
                                     throttle_duration_sec=1.0)
@@ -190,7 +197,11 @@ class ControlNode(Node):
         if status is None:
             return
         self.counts.update(status.interventions)
-        stamp = self.get_clock().now().to_msg()
+        now_ros = self.get_clock().now()
+        if self._pending_stamp_ns is not None and not status.holding:
+            self._apply_age.append((now_ros.nanoseconds - self._pending_stamp_ns) * 1e-9)
+            self._pending_stamp_ns = None
+        stamp = now_ros.to_msg()
         self.applied_pub.publish(joint_state_msg(self.joint_names, status.command, stamp=stamp))
         self._ticks += 1
         if self.state_pub is not None and self._ticks % self._state_every == 0:
@@ -227,7 +238,9 @@ class ControlNode(Node):
                 "period_p50_s": _pct(periods, 50), "period_p99_s": _pct(periods, 99),
                 "period_max_s": _pct(periods, 100), "tick_p50_s": _pct(work, 50),
                 "tick_p99_s": _pct(work, 99),
-                "overruns": int(np.sum(periods > 1.5 * self.arm.safety_config.control_period))}
+                "overruns": int(np.sum(periods > 1.5 * self.arm.safety_config.control_period)),
+                "stamp_to_apply_p50_s": _pct(np.array(self._apply_age), 50),
+                "stamp_to_apply_p95_s": _pct(np.array(self._apply_age), 95)}
         level = LEVEL[reason] if filt is not None else DiagnosticStatus.WARN
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()

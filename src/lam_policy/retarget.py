@@ -1,0 +1,231 @@
+"""Retargeting: the operator's arm (shoulder, elbow, wrist, hand) -> a robot TCP target -> IK.
+
+Mapping (operator body frame: x left, y up, z forward; robot base frame: x forward, y left,
+z up). The grip point's offset from the shoulder, scaled by robot reach / operator reach, is
+placed at the robot's shoulder: target = robot_shoulder + scale * A (grip - shoulder) + offset.
+``A`` maps body axes to robot axes, or, in mirror mode, to their mirror image (the robot faces
+the operator like a mirror). ``offset`` re-anchors whenever commanding (re)starts so the arm never
+jumps, then decays to zero so the mapping returns to the absolute one. The hand's orientation
+drives the TCP relative to the orientation both had when commanding started. The operator's
+elbow direction is the IK's null-space posture for redundant arms.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lam_capture.skeleton import Keypoints
+from lam_control.kinematics import RobotModel
+from lam_control.robot import RobotConfig
+from lam_policy.gestures import Deadman, GripperConfig, PinchGripper, hand_block
+from lam_policy.ik import IKConfig, IKSolver, PostureTarget
+
+log = logging.getLogger(__name__)
+
+BODY_TO_ROBOT = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+MIRROR = np.diag([1.0, -1.0, 1.0])  # robot-frame reflection of the left/right axis
+WRIST_MIDDLE_MCP, INDEX_MCP, PINKY_MCP = 9, 5, 17  # offsets inside a hand block
+
+
+@dataclass
+class RetargetConfig:
+    """Retargeting parameters. Units: m, s."""
+
+    arm: str = "right"  # the operator's arm that drives the robot
+    mirror: bool = False  # the robot faces the operator and moves like a mirror image
+    robot_shoulder_link: str = "shoulder_pitch_link"  # robot point matched to the operator's shoulder
+    robot_elbow_link: str = "elbow_link"  # robot link steered by the operator's elbow ('' = none)
+    scale: float = 0.0  # fixed operator->robot scale; 0 = calibrate from arm lengths
+    robot_reach: float = 0.0  # m shoulder link -> TCP with the arm straight; 0 = from the URDF
+    calibration_frames: int = 10  # frames averaged to measure the operator's arm
+    orientation: bool = True  # drive the TCP orientation from the hand
+    anchor_decay: float = 1.0  # s time constant of the re-anchoring offset; 0 = keep it
+    reach_margin: float = 0.98  # targets are kept within this fraction of the robot's reach
+    engage: str = "always"  # always | gesture (other hand raised) | service (/lam/engage)
+    min_confidence: float = 0.5
+    posture_weight: float = 1.0
+    ik: IKConfig = field(default_factory=IKConfig)
+    gripper: GripperConfig = field(default_factory=GripperConfig)
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value is None:
+                raise ValueError(f"RetargetConfig.{name} must not be None")
+        if self.arm not in ("left", "right"):
+            raise ValueError(f"RetargetConfig.arm must be 'left' or 'right', got {self.arm!r}")
+        if not 0 < self.reach_margin <= 1:
+            raise ValueError(f"RetargetConfig.reach_margin must be in (0, 1], got {self.reach_margin!r}")
+        for name in ("scale", "robot_reach", "anchor_decay", "posture_weight"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"RetargetConfig.{name} must be finite and >= 0, got {value!r}")
+        if self.calibration_frames < 1:
+            raise ValueError(f"RetargetConfig.calibration_frames must be >= 1, got {self.calibration_frames}")
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"RetargetConfig.min_confidence must be in [0, 1], got {self.min_confidence}")
+
+
+@dataclass
+class OperatorArm:
+    """The driving arm in the body frame (m); ``hand_rot`` (3, 3) columns x, y, z or None."""
+
+    shoulder: np.ndarray
+    elbow: np.ndarray
+    wrist: np.ndarray
+    grip: np.ndarray
+    hand_rot: np.ndarray | None
+
+    @property
+    def reach(self) -> float:
+        return float(np.linalg.norm(self.elbow - self.shoulder) + np.linalg.norm(self.wrist - self.elbow)
+                     + np.linalg.norm(self.grip - self.wrist))
+
+
+def read_arm(kp: Keypoints, arm: str, min_confidence: float) -> OperatorArm | None:
+    """The driving arm's landmarks, or None when shoulder, elbow or wrist is not tracked."""
+    s, e, w = (kp.skeleton.index(f"{arm}_{j}") for j in ("shoulder", "elbow", "wrist"))
+    if min(kp.confidence[[s, e, w]]) < min_confidence:
+        return None
+    block = hand_block(arm)
+    palm = [block, block + INDEX_MCP, block + PINKY_MCP, block + WRIST_MIDDLE_MCP]
+    hand_rot = None
+    if min(kp.confidence[palm]) >= min_confidence:
+        pts = kp.points
+        grip = pts[palm].mean(axis=0)
+        z = pts[block + WRIST_MIDDLE_MCP] - pts[block]
+        y = pts[block + INDEX_MCP] - pts[block + PINKY_MCP]
+        hand_rot = _frame(z, y)
+    else:  # no hand model: the grip point continues the forearm by a hand's length
+        forearm = kp.points[w] - kp.points[e]
+        grip = kp.points[w] + 0.08 * forearm / max(np.linalg.norm(forearm), 1e-6)
+    return OperatorArm(kp.points[s].copy(), kp.points[e].copy(), kp.points[w].copy(), grip, hand_rot)
+
+
+def _frame(z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Right-handed frame (3, 3) with z along ``z`` and y as close to ``y`` as orthogonality allows."""
+    nz = np.linalg.norm(z)
+    if nz < 1e-6:
+        return None
+    z = z / nz
+    y = y - (y @ z) * z
+    ny = np.linalg.norm(y)
+    if ny < 1e-6:
+        return None
+    y = y / ny
+    return np.column_stack([np.cross(y, z), y, z])
+
+
+@dataclass
+class RetargetResult:
+    """One command: ``q`` over the robot's command joints (arm then gripper)."""
+
+    q: np.ndarray
+    target_position: np.ndarray  # (3,) TCP target actually solved for (offset included)
+    absolute_target: np.ndarray  # (3,) scaled operator grip path, no anchoring offset
+    target_rotation: np.ndarray | None
+    position_error: float  # m between the IK solution's TCP and the target
+    reachable: bool
+    gripper_closed: bool
+
+
+class Retargeter:
+    """Operator keypoints -> joint commands for one robot (any URDF RobotConfig accepts)."""
+
+    def __init__(self, robot: RobotConfig, config: RetargetConfig | None = None,
+                 model: RobotModel | None = None):
+        self.robot, self.config = robot, config or RetargetConfig()
+        self.model = model or robot.load_model()
+        c = self.config
+        for link in filter(None, (c.robot_shoulder_link, c.robot_elbow_link)):
+            if link not in self.model.link_index:
+                raise ValueError(f"retarget link {link!r} is not in {robot.urdf_path().name}; links: "
+                                 f"{self.model.link_names}")
+        self.ik = IKSolver(self.model, robot.joint_names, robot.ee_link, c.ik)
+        self.n_cmd = len(robot.command_joints)
+        self._pad = np.zeros(len(self.model.joint_names) - self.n_cmd)
+        self.axes = (MIRROR @ BODY_TO_ROBOT) if c.mirror else BODY_TO_ROBOT
+        self.robot_shoulder = self._link_pose(np.zeros(self.n_cmd), c.robot_shoulder_link)[:3, 3]
+        self.robot_reach = c.robot_reach or self._straight_reach()
+        self.deadman = Deadman(c.engage, c.arm)
+        self.gripper = PinchGripper(c.gripper)
+        self._reaches: list[float] = []
+        self.scale = c.scale or None
+        self._anchor: tuple[np.ndarray, np.ndarray | None, float] | None = None  # offset, rot align, t
+        self.active = False
+
+    # -- geometry ---------------------------------------------------------------------------
+    def _link_pose(self, q_cmd: np.ndarray, link: str) -> np.ndarray:
+        return self.model.forward(np.concatenate([q_cmd, self._pad]))[self.model.link_index[link]]
+
+    def _straight_reach(self) -> float:
+        q = np.clip(np.zeros(self.n_cmd), self.model.lower[: self.n_cmd], self.model.upper[: self.n_cmd])
+        return float(np.linalg.norm(self._link_pose(q, self.robot.ee_link)[:3, 3] - self.robot_shoulder))
+
+    def map_point(self, body_point: np.ndarray, shoulder: np.ndarray) -> np.ndarray:
+        """A body-frame point, relative to the operator's shoulder, in the robot base frame."""
+        return self.robot_shoulder + self.scale * self.axes @ (body_point - shoulder)
+
+    def map_rotation(self, hand_rot: np.ndarray) -> np.ndarray:
+        """The hand frame's axes in the robot frame (re-orthonormalised after a mirror)."""
+        z, y = self.axes @ hand_rot[:, 2], self.axes @ hand_rot[:, 1]
+        return _frame(z, y)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def set_engaged(self, engaged: bool) -> None:
+        self.deadman.set_engaged(engaged)
+
+    def update(self, kp: Keypoints, q_now: np.ndarray, now: float) -> RetargetResult | None:
+        """A command for this frame, or None to hold (not engaged, not tracked, calibrating)."""
+        arm = read_arm(kp, self.config.arm, self.config.min_confidence)
+        engaged = arm is not None and self.deadman.update(kp)
+        if arm is None or not engaged or not self._calibrated(arm):
+            self.active = False
+            return None
+        closed = self.gripper.update(kp, hand_block(self.config.arm))
+        absolute = self.map_point(arm.grip, arm.shoulder)
+        hand_rot = self.map_rotation(arm.hand_rot) if (arm.hand_rot is not None and self.config.orientation) else None
+        if not self.active:
+            self._anchor_at(q_now, absolute, hand_rot, now)
+            self.active = True
+        offset, align, t0 = self._anchor
+        decay = np.exp(-(now - t0) / self.config.anchor_decay) if self.config.anchor_decay > 0 else 1.0
+        target = self._within_reach(absolute + decay * offset)
+        target_rot = hand_rot @ align if (hand_rot is not None and align is not None) else None
+        posture = None
+        if self.config.robot_elbow_link:
+            posture = PostureTarget(self.config.robot_elbow_link, self.map_point(arm.elbow, arm.shoulder),
+                                    self.config.posture_weight)
+        seed = np.concatenate([q_now, self._pad])
+        result = self.ik.solve(target, target_rot, seed, posture)
+        q = result.q[: self.n_cmd].copy()
+        n_arm = len(self.robot.joint_names)
+        q[n_arm:] = 0.0 if closed else self.robot.gripper_home
+        return RetargetResult(q, target, absolute, target_rot, result.position_error, result.reachable, closed)
+
+    def _within_reach(self, target: np.ndarray) -> np.ndarray:
+        """The nearest point to ``target`` inside the robot's reach sphere around its shoulder:
+        what IK can actually reach, so an over-long operator arm or anchor never drags IK astray."""
+        v = target - self.robot_shoulder
+        limit = self.config.reach_margin * self.robot_reach
+        dist = float(np.linalg.norm(v))
+        return target if dist <= limit else self.robot_shoulder + v * (limit / dist)
+
+    def _calibrated(self, arm: OperatorArm) -> bool:
+        if self.scale is not None:
+            return True
+        self._reaches.append(arm.reach)
+        if len(self._reaches) < self.config.calibration_frames:
+            return False
+        operator = float(np.median(self._reaches))
+        self.scale = self.robot_reach / operator
+        log.info("calibrated: operator reach %.3f m, robot reach %.3f m, scale %.3f", operator,
+                 self.robot_reach, self.scale)
+        return True
+
+    def _anchor_at(self, q_now: np.ndarray, absolute: np.ndarray, hand_rot, now: float) -> None:
+        """Re-anchor so the first command of a new engagement is where the arm already is."""
+        tcp = self._link_pose(np.asarray(q_now, dtype=float), self.robot.ee_link)
+        align = hand_rot.T @ tcp[:3, :3] if hand_rot is not None else None
+        self._anchor = (tcp[:3, 3] - absolute, align, now)
