@@ -15,6 +15,7 @@ from visualization_msgs.msg import MarkerArray
 
 from lam_capture.estimator import EstimatorConfig, PoseEstimator
 from lam_capture.filters import CleanerConfig, KeypointCleaner, OneEuroConfig
+from lam_capture.perturb import PerturbConfig, Perturber
 from lam_capture.pipeline import CapturePipeline
 from lam_capture.ros_keypoints import keypoints_to_cloud, skeleton_markers
 from lam_capture.sources import SourceOptions, open_source
@@ -35,6 +36,11 @@ PARAMETERS = {  # name: (default, description); see config/capture.yaml
     "one_euro_d_cutoff": (OneEuroConfig().d_cutoff, "Hz, One Euro derivative cutoff"),
     "max_speed": (CleanerConfig().max_speed, "m/s, faster landmark jumps are rejected as implausible"),
     "stable_frames": (CleanerConfig().stable_frames, "consistent frames needed to resume after a jump"),
+    "perturb_noise": (0.0, "m, Gaussian noise added to every coordinate (robustness tests)"),
+    "perturb_dropout": (0.0, "probability per landmark per frame of dropping it"),
+    "perturb_occlusion_rate": (0.0, "1/s, rate of occlusion bursts hiding both arms"),
+    "perturb_occlusion_duration": (0.3, "s, length of an occlusion burst"),
+    "perturb_seed": (0, "seed of the perturbations"),
     "publish_skeleton": (True, "publish /lam/skeleton markers"),
     "diagnostics_rate": (1.0, "Hz, /diagnostics"),
 }
@@ -66,10 +72,15 @@ class CaptureNode(Node):
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         options = SourceOptions(rate=float(get("rate")), realtime=bool(get("realtime")), loop=bool(get("loop")))
         spec = str(get("source"))
+        perturb = PerturbConfig(noise=float(get("perturb_noise")), dropout=float(get("perturb_dropout")),
+                                occlusion_rate=float(get("perturb_occlusion_rate")),
+                                occlusion_duration=float(get("perturb_occlusion_duration")),
+                                seed=int(get("perturb_seed")))
         cleaner = KeypointCleaner(CleanerConfig(
             min_confidence=float(get("min_confidence")), max_speed=float(get("max_speed")),
             stable_frames=int(get("stable_frames")),
-            smoothing=not spec.startswith("mocap:"),  # motion capture is clean: smoothing only lags it
+            # Clean motion capture needs no smoothing (it would only lag); perturbed data does.
+            smoothing=perturb.active or not spec.startswith("mocap:"),
             one_euro=OneEuroConfig(min_cutoff=float(get("one_euro_min_cutoff")), beta=float(get("one_euro_beta")),
                                    d_cutoff=float(get("one_euro_d_cutoff")))))
         source = open_source(spec, options)
@@ -81,7 +92,8 @@ class CaptureNode(Node):
             except Exception:
                 source.close()
                 raise
-        self.pipeline = CapturePipeline(source, estimator, cleaner)
+        self.pipeline = CapturePipeline(source, estimator, cleaner,
+                                        Perturber(perturb) if perturb.active else None)
         self.keypoints_pub = self.create_publisher(PointCloud2, "/lam/keypoints", KEYPOINTS_QOS)
         self.skeleton_pub = self.create_publisher(MarkerArray, "/lam/skeleton", STATE_QOS) \
             if get("publish_skeleton") else None
@@ -138,10 +150,14 @@ class CaptureNode(Node):
         msg.status = [diagnostic_status("lam capture: source", level, message, values, source.spec)]
         self.diag_pub.publish(msg)
 
-    def destroy_node(self) -> None:
+    def stop(self) -> None:
+        """Stop capturing (the node stays up and keeps reporting diagnostics)."""
         if self._thread is not None:
             self._running.clear()
             self._thread.join(timeout=3.0)
+
+    def destroy_node(self) -> None:
+        self.stop()
         if self.pipeline is not None:
             self.pipeline.close()
             self.pipeline = None

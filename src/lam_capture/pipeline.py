@@ -10,6 +10,7 @@ import numpy as np
 
 from lam_capture.estimator import PoseEstimator
 from lam_capture.filters import KeypointCleaner
+from lam_capture.perturb import Perturber
 from lam_capture.skeleton import Keypoints
 from lam_capture.sources import Source
 
@@ -28,8 +29,10 @@ class StepResult:
 class CapturePipeline:
     """Pulls the newest frame, estimates keypoints (unless the source provides them), cleans."""
 
-    def __init__(self, source: Source, estimator: PoseEstimator | None, cleaner: KeypointCleaner):
-        self.source, self.estimator, self.cleaner = source, estimator, cleaner
+    def __init__(self, source: Source, estimator: PoseEstimator | None, cleaner: KeypointCleaner,
+                 perturber: Perturber | None = None):
+        self.source, self.estimator, self.cleaner, self.perturber = source, estimator, cleaner, perturber
+        self.frame_log: deque = deque(maxlen=100_000)  # (frame index, capture stamp), for metrics
         self.latencies: deque = deque(maxlen=300)
         self.published: deque = deque(maxlen=300)  # monotonic times of published frames
         self.frames = 0
@@ -40,12 +43,15 @@ class CapturePipeline:
         if frame is None:
             return StepResult(None, None, None)
         self.frames += 1
+        self.frame_log.append((frame.index, frame.stamp))
         raw = frame.keypoints
         if raw is None:
             if self.estimator is None:
                 raise RuntimeError(f"source {self.source.spec!r} gives images but no estimator is configured")
             estimate = self.estimator.estimate(frame.image, frame.stamp)
             raw = None if estimate is None else estimate.keypoints
+        if raw is not None and self.perturber is not None:
+            raw = self.perturber.apply(raw)
         if raw is None:
             self.no_person += 1
         clean = self.cleaner.update(raw)  # None (no person) advances the cleaner's lost timer

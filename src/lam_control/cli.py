@@ -116,6 +116,67 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_mimic(args) -> int:
+    """Run a mocap clip through capture -> retarget -> the sim arm and report imitation figures."""
+    from rclpy.parameter import Parameter
+
+    from lam_capture.capture_node import CaptureNode
+    from lam_capture.mocap import MocapSource
+    from lam_capture.sources import SourceOptions, parse_spec
+    from lam_control.control_node import ControlNode
+    from lam_control.monitor_node import MonitorNode
+    from lam_control.ros_graph import Graph
+    from lam_policy.mimic import reference_path, summarize
+    from lam_policy.policy_node import PolicyNode
+
+    kind, clip = parse_spec(args.source)
+    if kind != "mocap":
+        raise CLIError(f"lam mimic needs a mocap:CLIP source (the clean clip is the reference), got {args.source!r}")
+    clean = MocapSource(clip, SourceOptions()).all_keypoints()
+    perturb = [Parameter("perturb_noise", value=args.noise / 100.0), Parameter("perturb_dropout", value=args.dropout),
+               Parameter("perturb_occlusion_rate", value=args.occlusion), Parameter("perturb_seed", value=args.seed)]
+    with Graph(args.params or _default_params(("control", "policy", "capture"))) as graph:
+        control = graph.add(ControlNode)
+        policy = graph.add(PolicyNode, parameter_overrides=[Parameter("mode", value=args.mode)])
+        robot = control.arm.robot
+        targets, q_start = reference_path(robot, policy.retargeter.config, clean)
+        control.arm.reset_positions(q_start)  # start on the path: measure imitation, not the approach
+        monitor = graph.add(MonitorNode)
+        capture = graph.add(CaptureNode, parameter_overrides=[
+            Parameter("source", value=args.source), Parameter("loop", value=True), *perturb])
+        pipeline = capture.pipeline
+        frames = args.repeat * len(clean)
+        graph.spin(duration=frames / pipeline.source.rate + 20.0, handle_signals=True,
+                   until=lambda: len(pipeline.frame_log) >= frames)
+        capture.stop()
+        graph.spin(duration=0.5)  # let the last commands land
+        frame_log = list(pipeline.frame_log)[:frames]
+        apply = control._apply_age
+    if not monitor.states or not frame_log:
+        raise CLIError("the run recorded nothing (no joint states or no capture frames)")
+    names = robot.command_joints
+    summary = {"source": args.source, "noise_cm": args.noise, "dropout": args.dropout, "occlusion_per_s": args.occlusion,
+               **summarize(robot, frame_log, targets, monitor.states, monitor.applied, monitor.commands, names,
+                          control.arm.safety_config.control_period)}
+    if apply:
+        summary["capture_to_apply_p50_ms"] = round(float(np.percentile(apply, 50)) * 1e3, 2)
+        summary["capture_to_apply_p95_ms"] = round(float(np.percentile(apply, 95)) * 1e3, 2)
+    if args.video:
+        from lam_policy.mimic_video import write_mimic_video
+
+        idx = [monitor.states[0][1].index(n) for n in names]
+        summary["video_frames"] = write_mimic_video(
+            robot, np.array([t for t, _, _ in monitor.states]), np.array([q[idx] for _, _, q in monitor.states]),
+            frame_log, clean, Path(args.video))
+        summary["video"] = args.video
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:30s} {value}")
+    return 0 if summary["joint_limit_violations"] == 0 else 1
+
+
 def cmd_bench(args) -> int:
     from lam_control.bench import run_benchmarks
 
@@ -148,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files")
     demo.add_argument("--no-video", action="store_true", help="skip rendering the video")
     demo.set_defaults(func=cmd_demo)
+
+    mimic = sub.add_parser("mimic", help="motion imitation metrics for a mocap clip through the whole graph")
+    mimic.add_argument("--source", required=True, help="mocap:CLIP (e.g. mocap:punch)")
+    mimic.add_argument("--mode", default="retarget", help="policy mode (retarget)")
+    mimic.add_argument("--noise", type=float, default=0.0, metavar="CM", help="keypoint noise std, cm")
+    mimic.add_argument("--dropout", type=float, default=0.0, help="landmark dropout probability per frame")
+    mimic.add_argument("--occlusion", type=float, default=0.0, metavar="RATE", help="occlusion bursts per second")
+    mimic.add_argument("--seed", type=int, default=0, help="perturbation seed")
+    mimic.add_argument("--repeat", type=int, default=3, help="times the clip is played (clips are 1-5 s)")
+    mimic.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the three nodes")
+    mimic.add_argument("--video", metavar="MP4", help="also write a video of the run")
+    mimic.add_argument("--json", action="store_true", help="print JSON")
+    mimic.set_defaults(func=cmd_mimic)
 
     bench = sub.add_parser("bench", help="measure the stack's speed")
     bench.add_argument("--seconds", type=float, default=5.0, help="duration of the node loop measurement")

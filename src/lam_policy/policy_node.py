@@ -43,6 +43,7 @@ PARAMETERS = {  # name: (default, description); see config/policy.yaml
     "robot_shoulder_link": ("shoulder_pitch_link", "robot link matched to the operator's shoulder"),
     "robot_elbow_link": ("elbow_link", "robot link steered by the operator's elbow ('' = none)"),
     "scale": (0.0, "operator->robot scale; 0 = calibrate from arm lengths"),
+    "neutral_offset": ([0.2, 0.0, 0.35], "m, robot frame: operator shoulder relative to the robot's"),
     "calibration_frames": (10, "frames used to measure the operator's arm"),
     "orientation": (True, "drive the TCP orientation from the hand"),
     "anchor_decay": (1.0, "s, time constant of the re-anchoring offset (0 = keep)"),
@@ -85,6 +86,7 @@ class PolicyNode(Node):
         self.retargeter = Retargeter(self.robot, RetargetConfig(
             arm=get("arm"), mirror=bool(get("mirror")), robot_shoulder_link=get("robot_shoulder_link"),
             robot_elbow_link=get("robot_elbow_link"), scale=float(get("scale")),
+            neutral_offset=[float(v) for v in get("neutral_offset")],
             calibration_frames=int(get("calibration_frames")), orientation=bool(get("orientation")),
             anchor_decay=float(get("anchor_decay")), engage=get("engage"), ik=IKConfig(),
             gripper=GripperConfig(close_below=float(get("pinch_close")), open_above=float(get("pinch_open")))))

@@ -2,7 +2,9 @@
 
 Mapping (operator body frame: x left, y up, z forward; robot base frame: x forward, y left,
 z up). The grip point's offset from the shoulder, scaled by robot reach / operator reach, is
-placed at the robot's shoulder: target = robot_shoulder + scale * A (grip - shoulder) + offset.
+placed at the robot's shoulder raised by a neutral offset (a standing person's shoulder is higher
+than a table-top arm's): target = robot_shoulder + neutral + scale * A (grip - shoulder) + offset,
+kept inside the robot's reach sphere.
 ``A`` maps body axes to robot axes, or, in mirror mode, to their mirror image (the robot faces
 the operator like a mirror). ``offset`` re-anchors whenever commanding (re)starts so the arm never
 jumps, then decays to zero so the mapping returns to the absolute one. The hand's orientation
@@ -38,11 +40,19 @@ class RetargetConfig:
     robot_shoulder_link: str = "shoulder_pitch_link"  # robot point matched to the operator's shoulder
     robot_elbow_link: str = "elbow_link"  # robot link steered by the operator's elbow ('' = none)
     scale: float = 0.0  # fixed operator->robot scale; 0 = calibrate from arm lengths
+    # m, robot frame: where the operator's shoulder sits relative to the robot's. A person stands
+    # taller than a table-top arm's shoulder: +0.35 m up puts a relaxed hanging hand at table
+    # height, +0.2 m forward keeps arm swings in front of the robot's base.
+    neutral_offset: list[float] = field(default_factory=lambda: [0.2, 0.0, 0.35])
     robot_reach: float = 0.0  # m shoulder link -> TCP with the arm straight; 0 = from the URDF
     calibration_frames: int = 10  # frames averaged to measure the operator's arm
     orientation: bool = True  # drive the TCP orientation from the hand
     anchor_decay: float = 1.0  # s time constant of the re-anchoring offset; 0 = keep it
     reach_margin: float = 0.98  # targets are kept within this fraction of the robot's reach
+    # m, TCP box in the robot base frame (as control_node's safety filter): targets outside it
+    # are moved to its surface instead of being left for the filter to stop at.
+    workspace_min: list[float] = field(default_factory=lambda: [-0.9, -0.9, 0.05])
+    workspace_max: list[float] = field(default_factory=lambda: [0.9, 0.9, 1.3])
     engage: str = "always"  # always | gesture (other hand raised) | service (/lam/engage)
     min_confidence: float = 0.5
     posture_weight: float = 1.0
@@ -55,6 +65,15 @@ class RetargetConfig:
                 raise ValueError(f"RetargetConfig.{name} must not be None")
         if self.arm not in ("left", "right"):
             raise ValueError(f"RetargetConfig.arm must be 'left' or 'right', got {self.arm!r}")
+        self.workspace_min = [float(v) for v in self.workspace_min]
+        self.workspace_max = [float(v) for v in self.workspace_max]
+        if len(self.workspace_min) != 3 or len(self.workspace_max) != 3 or \
+                not np.all(np.less(self.workspace_min, self.workspace_max)):
+            raise ValueError(f"RetargetConfig.workspace_min/max must be xyz with min < max, got "
+                             f"{self.workspace_min} / {self.workspace_max}")
+        self.neutral_offset = [float(v) for v in self.neutral_offset]
+        if len(self.neutral_offset) != 3 or not np.all(np.isfinite(self.neutral_offset)):
+            raise ValueError(f"RetargetConfig.neutral_offset must be 3 finite metres, got {self.neutral_offset}")
         if not 0 < self.reach_margin <= 1:
             raise ValueError(f"RetargetConfig.reach_margin must be in (0, 1], got {self.reach_margin!r}")
         for name in ("scale", "robot_reach", "anchor_decay", "posture_weight"):
@@ -147,6 +166,7 @@ class Retargeter:
         self._pad = np.zeros(len(self.model.joint_names) - self.n_cmd)
         self.axes = (MIRROR @ BODY_TO_ROBOT) if c.mirror else BODY_TO_ROBOT
         self.robot_shoulder = self._link_pose(np.zeros(self.n_cmd), c.robot_shoulder_link)[:3, 3]
+        self.neutral = np.asarray(c.neutral_offset, dtype=float)
         self.robot_reach = c.robot_reach or self._straight_reach()
         self.deadman = Deadman(c.engage, c.arm)
         self.gripper = PinchGripper(c.gripper)
@@ -165,7 +185,7 @@ class Retargeter:
 
     def map_point(self, body_point: np.ndarray, shoulder: np.ndarray) -> np.ndarray:
         """A body-frame point, relative to the operator's shoulder, in the robot base frame."""
-        return self.robot_shoulder + self.scale * self.axes @ (body_point - shoulder)
+        return self.robot_shoulder + self.neutral + self.scale * self.axes @ (body_point - shoulder)
 
     def map_rotation(self, hand_rot: np.ndarray) -> np.ndarray:
         """The hand frame's axes in the robot frame (re-orthonormalised after a mirror)."""
@@ -205,12 +225,17 @@ class Retargeter:
         return RetargetResult(q, target, absolute, target_rot, result.position_error, result.reachable, closed)
 
     def _within_reach(self, target: np.ndarray) -> np.ndarray:
-        """The nearest point to ``target`` inside the robot's reach sphere around its shoulder:
-        what IK can actually reach, so an over-long operator arm or anchor never drags IK astray."""
+        """The target moved into the workspace box and the reach sphere around the robot's
+        shoulder: what IK can actually reach, so an over-long operator arm, an anchor offset or a
+        hand below the table never drags IK astray."""
+        lo, hi = np.asarray(self.config.workspace_min), np.asarray(self.config.workspace_max)
+        target = np.clip(target, lo, hi)
         v = target - self.robot_shoulder
         limit = self.config.reach_margin * self.robot_reach
         dist = float(np.linalg.norm(v))
-        return target if dist <= limit else self.robot_shoulder + v * (limit / dist)
+        if dist > limit:
+            target = np.clip(self.robot_shoulder + v * (limit / dist), lo, hi)
+        return target
 
     def _calibrated(self, arm: OperatorArm) -> bool:
         if self.scale is not None:
