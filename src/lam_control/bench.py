@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from lam_capture.bench import run_capture_benchmarks
+from lam_policy.bench import run_teleop_benchmarks
 from lam_control.robot import RobotConfig, panda
 from lam_control.safety import SafetyConfig, SafetyFilter
 from lam_control.sim_arm import SimArm
@@ -75,4 +76,5 @@ def run_benchmarks(seconds: float = 5.0) -> dict:
         "sim_arm_tick_100hz": bench_sim_tick(),
         "control_node_loop": bench_control_node(seconds),
         **run_capture_benchmarks(),
+        **run_teleop_benchmarks(),
     }

@@ -9,9 +9,10 @@ arm's swivel follows the operator's elbow without moving the TCP (it steps only 
 TCP; plain TCP steps then remove its second-order drift); (3) an optional pull toward a rest
 configuration. A step that does not reduce the TCP error is retried with Levenberg-Marquardt
 damping. Limits shrunk by ``limit_margin`` (the safety filter's margin) hold at every iteration:
-a joint whose step would cross a bound is pinned on it and the step re-solved without it. A warm
-start stuck in a local minimum is followed by restarts from fixed-seed random configurations; if
-none solves the target (out of reach), position is minimised first, orientation second, and the
+a joint whose step would cross a bound is pinned on it and the step re-solved without it. A cold
+solve (seed far from the target) stuck in a local minimum restarts from fixed-seed random
+configurations; a warm one (tracking) never does, so it never jumps to another IK branch. With
+no full solution (out of reach), position is minimised first, orientation second, and the
 closest configuration is returned with ``reachable=False``.
 
 Pure numpy, no rclpy. Forward kinematics runs on per-link chains precomputed from the URDF with
@@ -35,6 +36,7 @@ STALL_STEP = 1e-7  # rad: a step this small means no further progress
 STALL_RATIO = 1e-4  # two steps in a row improving the error by less than this fraction: a stall
 LM_ATTEMPTS = 6  # damping increases tried before calling a configuration a local minimum
 LM_START, LM_GROWTH = 0.01, 4.0  # Levenberg-Marquardt damping after a rejected step, and its factor
+POSTURE_DAMPING = 0.05  # m: a posture the null space can barely serve must not swing the arm
 RANK_TOL = 1e-9  # singular values below this are zero: the direction is left to lower tasks
 RESTART_SEED = 7  # fixed, so that solves are deterministic
 PRISMATIC_MARGIN = 1e-3  # m, as the safety filter's default
@@ -54,7 +56,9 @@ class IKConfig:
     max_step: float = 0.3  # rad: largest change of any joint in one iteration
     null_space_gain: float = 0.5  # fraction of the posture error corrected per posture step
     rest_gain: float = 0.05  # fraction of the way to the rest configuration pulled per iteration
-    restarts: int = 5  # random re-seeds after a failed warm start; 0 keeps tracking on its branch
+    restarts: int = 8  # random re-seeds when a cold solve's first descent fails (0 = none)
+    cold_error: float = 0.0  # m, TCP position error at the seed above which a solve is cold and
+    # may restart; warm solves (tracking) never restart, so never jump to another IK branch
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -67,7 +71,7 @@ class IKConfig:
             setattr(self, name, int(value))
         checks = ((("position_tolerance", "orientation_tolerance", "singular_threshold", "max_step"),
                    "> 0", lambda v: v > 0),
-                  (("orientation_weight", "damping", "limit_margin"), ">= 0", lambda v: v >= 0),
+                  (("orientation_weight", "damping", "limit_margin", "cold_error"), ">= 0", lambda v: v >= 0),
                   (("null_space_gain", "rest_gain"), "in [0, 1]", lambda v: 0 <= v <= 1))
         for names, text, ok in checks:
             for name in names:
@@ -215,20 +219,21 @@ def _prioritized_step(tasks: list, n: int, damping: float, threshold: float, ext
                       rest: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Task-priority damped least squares over n joints.
 
-    ``tasks`` are (jacobian (m, n), error (m,), gain), highest priority first; each is solved in
-    the null space the previous ones leave, damped by lambda^2 = damping^2 (1 - (s_min /
-    threshold)^2) when its smallest singular value s_min is below ``threshold`` (else 0: plain
-    Gauss-Newton), plus ``extra``^2 (Levenberg-Marquardt). ``rest`` (n,) is a joint-space pull
-    into the null space left at the end. Returns the step (n,) and its rest part (n,).
+    ``tasks`` are (jacobian (m, n), error (m,), gain, damping floor), highest priority first;
+    each is solved in the null space the previous ones leave, damped by lambda^2 = damping^2
+    (1 - (s_min / threshold)^2) when its smallest singular value s_min is below ``threshold``
+    (else 0: plain Gauss-Newton), plus ``extra``^2 (Levenberg-Marquardt) and its floor^2.
+    ``rest`` (n,) is a joint-space pull into the null space left at the end. Returns the step
+    (n,) and its rest part (n,).
     """
     dq = np.zeros(n)
     basis = None  # (n, r) orthonormal basis of the null space left; None: all of R^n
-    for jac, err, gain in tasks:
+    for jac, err, gain, floor in tasks:
         a = jac if basis is None else jac @ basis  # (m, r)
         if a.shape[1] == 0:
             break
         u, s, vt = np.linalg.svd(a)
-        lam2 = extra * extra
+        lam2 = extra * extra + floor * floor
         if len(s) and s[-1] < threshold:
             lam2 += damping ** 2 * (1.0 - (s[-1] / threshold) ** 2)
         ok = s > RANK_TOL
@@ -302,10 +307,10 @@ class IKSolver:
             raise ValueError(f"IK target_pos must be a finite (3,) vector in m, got {target_pos!r}")
         if target_rot is not None:
             target_rot = np.asarray(target_rot, dtype=float)
-            rotation = target_rot.shape == (3, 3) and np.all(np.isfinite(target_rot)) \
-                and np.linalg.det(target_rot) > 0 and np.allclose(target_rot @ target_rot.T, np.eye(3), atol=1e-4)
+            rotation = target_rot.shape == (3, 3) and np.all(np.isfinite(target_rot)) and \
+                np.linalg.det(target_rot) > 0 and np.allclose(target_rot @ target_rot.T, np.eye(3), atol=1e-4)
             if not rotation:
-                raise ValueError(f"IK target_rot must be a (3, 3) rotation matrix or None, got {target_rot!r}")
+                raise ValueError(f"IK target_rot must be a (3, 3) rotation matrix or None, got {target_rot}")
         if seed.shape != (len(self.model.joint_names),) or not np.all(np.isfinite(seed)):
             raise ValueError(f"IK seed must be finite over the model's joints {self.model.joint_names}, "
                              f"got {seed!r}")
@@ -326,9 +331,12 @@ class IKSolver:
         goal, seed = self._goal(target_pos, target_rot, seed, posture)
         in_reach = np.linalg.norm(goal.target_pos - goal.ee.anchor) <= goal.ee.reach
         position_only = goal.target_rot is None or not in_reach
-        best = self._descend(np.clip(seed[self.arm_index], self.lower, self.upper), goal, position_only)
+        q0 = np.clip(seed[self.arm_index], self.lower, self.upper)
+        first = self._evaluate(q0, goal)
+        cold = first[3] > self.config.cold_error  # tracking an unreachable orientation stays warm
+        best = self._descend(q0, goal, position_only, first)
         iterations = best.iterations
-        if not best.converged and in_reach and self.config.restarts:
+        if not best.converged and in_reach and cold and self.config.restarts:
             rng = np.random.default_rng(RESTART_SEED)
             low, high = np.maximum(self.lower, -math.pi), np.minimum(self.upper, math.pi)
             for _ in range(self.config.restarts):
@@ -353,11 +361,12 @@ class IKSolver:
         e_rot = np.zeros(3) if goal.target_rot is None else rotation_error(goal.target_rot, pose[:3, :3])
         return jac, e_pos, e_rot, float(np.linalg.norm(e_pos)), float(np.linalg.norm(e_rot))
 
-    def _descend(self, q: np.ndarray, goal: _Goal, split: bool) -> IKResult:
+    def _descend(self, q: np.ndarray, goal: _Goal, split: bool, cur: tuple | None = None) -> IKResult:
         """Local task-priority Levenberg-Marquardt from q (a,) until converged (and the null-space
         tasks settled), stalled, or out of iterations. ``split``: position first, then orientation."""
         cfg, w = self.config, self.config.orientation_weight
-        cur, good, slow, extra = self._evaluate(q, goal), None, 0, 0.0
+        cur = self._evaluate(q, goal) if cur is None else cur  # (see _evaluate)
+        good, slow, extra = None, 0, 0.0
         for it in range(cfg.max_iterations + 1):
             reached = cur[3] <= cfg.position_tolerance
             done = reached and cur[4] <= cfg.orientation_tolerance
@@ -395,19 +404,19 @@ class IKSolver:
         return IKResult(q, cur[3], cur[4], it, done, reached)
 
     def _tasks(self, q: np.ndarray, cur: tuple, split: bool, goal: _Goal, secondary: bool) -> list:
-        """Prioritised (jacobian, error, gain) tasks: the TCP pose (or its position, then with
+        """Prioritised (jacobian, error, gain, damping floor) tasks: the TCP pose (or its position, then with
         ``secondary`` its orientation), then with ``secondary`` the posture."""
         w, (jac, e_pos, e_rot) = self.config.orientation_weight, cur[:3]
         if goal.target_rot is None or split:
-            tasks = [(jac[:3], e_pos, 1.0)]
+            tasks = [(jac[:3], e_pos, 1.0, 0.0)]
             if goal.target_rot is not None and secondary:
-                tasks.append((jac[3:], e_rot, 1.0))
+                tasks.append((jac[3:], e_rot, 1.0, 0.0))
         else:
-            tasks = [(np.vstack([jac[:3], w * jac[3:]]), np.concatenate([e_pos, w * e_rot]), 1.0)]
+            tasks = [(np.vstack([jac[:3], w * jac[3:]]), np.concatenate([e_pos, w * e_rot]), 1.0, 0.0)]
         gain = self.config.null_space_gain * goal.posture.weight if secondary and goal.posture else 0.0
         if gain > 0:
             pose, pjac = goal.elbow.evaluate(q, False)
-            tasks.append((pjac, goal.posture.position - pose[:3, 3], gain))
+            tasks.append((pjac, goal.posture.position - pose[:3, 3], gain, POSTURE_DAMPING))
         return tasks
 
     def _clamped_step(self, q: np.ndarray, tasks: list, extra: float) -> tuple[np.ndarray, np.ndarray]:
@@ -417,8 +426,8 @@ class IKSolver:
         rest = None if self.rest is None or cfg.rest_gain == 0 else cfg.rest_gain * (self.rest - q)
         free, pinned = np.ones(n, dtype=bool), np.zeros(n)
         while True:
-            sub = tasks if free.all() else [(j[:, free], e - j[:, ~free] @ pinned[~free], g)
-                                            for j, e, g in tasks]
+            sub = tasks if free.all() else [(j[:, free], e - j[:, ~free] @ pinned[~free], g, f)
+                                            for j, e, g, f in tasks]
             step, pull_free = _prioritized_step(sub, int(free.sum()), cfg.damping, cfg.singular_threshold,
                                                 extra, None if rest is None else rest[free])
             dq = pinned.copy()

@@ -24,7 +24,6 @@ from lam_control.robot import RobotConfig
 from lam_control.ros_convert import diagnostic_status, trajectory_msg
 from lam_control.ros_qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 from lam_policy.gestures import GripperConfig
-from lam_policy.ik import IKConfig
 from lam_policy.retarget import RetargetConfig, Retargeter
 
 # Latest keypoints only: a backlog of old frames would only add latency.
@@ -88,7 +87,7 @@ class PolicyNode(Node):
             robot_elbow_link=get("robot_elbow_link"), scale=float(get("scale")),
             neutral_offset=[float(v) for v in get("neutral_offset")],
             calibration_frames=int(get("calibration_frames")), orientation=bool(get("orientation")),
-            anchor_decay=float(get("anchor_decay")), engage=get("engage"), ik=IKConfig(),
+            anchor_decay=float(get("anchor_decay")), engage=get("engage"),
             gripper=GripperConfig(close_below=float(get("pinch_close")), open_above=float(get("pinch_open")))))
         self.horizon = float(get("command_horizon"))
         self.names = self.robot.command_joints

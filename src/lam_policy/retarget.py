@@ -21,7 +21,7 @@ import numpy as np
 from lam_capture.skeleton import Keypoints
 from lam_control.kinematics import RobotModel
 from lam_control.robot import RobotConfig
-from lam_policy.gestures import Deadman, GripperConfig, PinchGripper, hand_block
+from lam_policy.gestures import ENGAGE_MODES, Deadman, GripperConfig, PinchGripper, hand_block
 from lam_policy.ik import IKConfig, IKSolver, PostureTarget
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ class RetargetConfig:
     engage: str = "always"  # always | gesture (other hand raised) | service (/lam/engage)
     min_confidence: float = 0.5
     posture_weight: float = 1.0
-    ik: IKConfig = field(default_factory=IKConfig)
+    # Teleop solves are warm (seeded with the arm's state): no random restarts, which could jump
+    # to another IK branch, and a short iteration budget (measured: 2-5 ms per frame).
+    ik: IKConfig = field(default_factory=lambda: IKConfig(restarts=0, max_iterations=15, orientation_weight=0.05))
     gripper: GripperConfig = field(default_factory=GripperConfig)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,8 @@ class RetargetConfig:
                 raise ValueError(f"RetargetConfig.{name} must not be None")
         if self.arm not in ("left", "right"):
             raise ValueError(f"RetargetConfig.arm must be 'left' or 'right', got {self.arm!r}")
+        if self.engage not in ENGAGE_MODES:
+            raise ValueError(f"RetargetConfig.engage must be one of {ENGAGE_MODES}, got {self.engage!r}")
         self.workspace_min = [float(v) for v in self.workspace_min]
         self.workspace_max = [float(v) for v in self.workspace_max]
         if len(self.workspace_min) != 3 or len(self.workspace_max) != 3 or \
@@ -225,17 +229,18 @@ class Retargeter:
         return RetargetResult(q, target, absolute, target_rot, result.position_error, result.reachable, closed)
 
     def _within_reach(self, target: np.ndarray) -> np.ndarray:
-        """The target moved into the workspace box and the reach sphere around the robot's
-        shoulder: what IK can actually reach, so an over-long operator arm, an anchor offset or a
-        hand below the table never drags IK astray."""
+        """The target moved into the reach sphere around the robot's shoulder (toward the target,
+        so the nearest reachable point), then into the workspace box: what IK can actually reach,
+        so an over-long operator arm, an anchor offset or a hand below the table never drags IK
+        astray. Sphere first: clipping to the box first would turn a target beyond reach away
+        from the operator's hand (the shoulder is inside the box, so the clip keeps it in reach)."""
         lo, hi = np.asarray(self.config.workspace_min), np.asarray(self.config.workspace_max)
-        target = np.clip(target, lo, hi)
         v = target - self.robot_shoulder
         limit = self.config.reach_margin * self.robot_reach
         dist = float(np.linalg.norm(v))
         if dist > limit:
-            target = np.clip(self.robot_shoulder + v * (limit / dist), lo, hi)
-        return target
+            target = self.robot_shoulder + v * (limit / dist)
+        return np.clip(target, lo, hi)
 
     def _calibrated(self, arm: OperatorArm) -> bool:
         if self.scale is not None:
