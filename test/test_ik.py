@@ -130,6 +130,22 @@ def test_posture_moves_the_elbow_not_the_tcp(arm):
         assert np.linalg.norm(elbows[own] - target) < np.linalg.norm(elbows[other] - target)
 
 
+def test_warm_solves_never_restart(arm):
+    """The TCP held where it is but turned 2.5 rad about its y axis: beyond the wrist from this
+    branch (for the Panda another branch has it). A warm solve returns its own branch's best
+    compromise, identical to a solver without restarts, with the position still reached."""
+    position, rotation = tcp(arm, arm.home)
+    target_rot = rotation @ np.array([[math.cos(2.5), 0, math.sin(2.5)], [0, 1.0, 0],
+                                      [-math.sin(2.5), 0, math.cos(2.5)]])
+    result = arm.solver.solve(position, target_rot, arm.home)
+    no_restarts = IKSolver(arm.model, arm.robot.joint_names, arm.robot.ee_link, IKConfig(restarts=0))
+    np.testing.assert_array_equal(result.q, no_restarts.solve(position, target_rot, arm.home).q)
+    assert not result.converged and result.reachable
+    assert pose_errors(arm, result.q, position, target_rot)[0] <= POSITION_TOL_M
+    always_cold = IKSolver(arm.model, arm.robot.joint_names, arm.robot.ee_link, IKConfig(cold_error=0.0))
+    assert always_cold.solve(position, target_rot, arm.home).converged == (arm.name == "panda")
+
+
 def test_rest_pull_keeps_solutions_nearer_home(arm):
     """Position-only targets leave four redundant DoF; a rest pull toward home uses them."""
     rested = IKSolver(arm.model, arm.robot.joint_names, arm.robot.ee_link, rest=arm.robot.home)
@@ -147,8 +163,9 @@ def test_rest_pull_keeps_solutions_nearer_home(arm):
     assert nearer >= 16, f"rest pull nearer home in only {nearer}/20 solves"
 
 
-def closest_reachable_distance(arm, target, starts=8):
-    """Reference: min |TCP(q) - target| over the margin-shrunk limits, by multi-start L-BFGS-B."""
+def closest_reachable_point(arm, target, starts=8):
+    """Reference: the TCP position (3,) nearest ``target`` over the margin-shrunk limits, by
+    multi-start L-BFGS-B."""
     solver, rng = arm.solver, np.random.default_rng(SEED + 2)
 
     def cost(x):
@@ -159,11 +176,13 @@ def closest_reachable_distance(arm, target, starts=8):
         jac = arm.model.jacobian(q, arm.robot.ee_link, frames)[:3, solver.arm_index]
         return 0.5 * float(error @ error), jac.T @ error
 
-    best, starts = math.inf, rng.uniform(solver.lower, solver.upper, (starts, len(solver.lower)))
+    best, starts = None, rng.uniform(solver.lower, solver.upper, (starts, len(solver.lower)))
     for x0 in [arm.home[solver.arm_index], *starts]:
         fit = minimize(cost, x0, jac=True, method="L-BFGS-B", bounds=list(zip(solver.lower, solver.upper)))
-        best = min(best, math.sqrt(2 * fit.fun))
-    return best
+        best = fit if best is None or fit.fun < best.fun else best
+    q = arm.home.copy()
+    q[solver.arm_index] = best.x
+    return tcp(arm, q)[0]
 
 
 @pytest.mark.parametrize("with_rotation", [False, True])
@@ -179,9 +198,11 @@ def test_unreachable_target_gives_the_closest_reach(arm, with_rotation):
     distance = np.linalg.norm(reached - target)
     assert distance == pytest.approx(result.position_error, abs=1e-9)
     assert distance < np.linalg.norm(home_position - target)
-    assert distance <= closest_reachable_distance(arm, target) + UNREACHABLE_SLACK_M
-    if arm.name == "lam_arm":  # a straight chain of 0.695 m from the shoulder-pitch centre
-        assert np.linalg.norm(reached - (shoulder + 0.695 * direction)) < UNREACHABLE_SLACK_M
+    nearest = closest_reachable_point(arm, target)
+    assert distance <= np.linalg.norm(nearest - target) + UNREACHABLE_SLACK_M
+    assert np.linalg.norm(reached - nearest) < UNREACHABLE_SLACK_M, (reached, nearest)
+    if arm.name == "lam_arm":  # its links line up: a straight 0.695 m reach from the shoulder-pitch centre
+        np.testing.assert_allclose(nearest, shoulder + 0.695 * direction, atol=1e-3)
 
 
 def test_solves_are_deterministic(arm):
@@ -241,7 +262,7 @@ def test_rotation_error_near_pi_and_zero():
     ("max_iterations", 0), ("max_iterations", 2.5), ("max_iterations", None), ("restarts", -1),
     ("position_tolerance", 0.0), ("orientation_tolerance", -1e-3), ("orientation_weight", math.nan),
     ("damping", -0.1), ("singular_threshold", 0.0), ("limit_margin", -0.1), ("max_step", math.inf),
-    ("null_space_gain", 1.5), ("rest_gain", -0.1)])
+    ("null_space_gain", 1.5), ("rest_gain", -0.1), ("cold_error", -1.0)])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         IKConfig(**{field: value})

@@ -57,7 +57,7 @@ class IKConfig:
     null_space_gain: float = 0.5  # fraction of the posture error corrected per posture step
     rest_gain: float = 0.05  # fraction of the way to the rest configuration pulled per iteration
     restarts: int = 8  # random re-seeds when a cold solve's first descent fails (0 = none)
-    cold_error: float = 0.0  # m, TCP position error at the seed above which a solve is cold and
+    cold_error: float = 0.05  # m, TCP position error at the seed above which a solve is cold and
     # may restart; warm solves (tracking) never restart, so never jump to another IK branch
 
     def __post_init__(self) -> None:
