@@ -33,6 +33,8 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/lam demo --out out/demo
+	$(VENV)/bin/lam mimic --source mocap:punch --video out/demo/teleop.mp4 --json > out/demo/teleop.json
+	cat out/demo/teleop.json
 
 bench: setup
 	$(VENV)/bin/lam bench
