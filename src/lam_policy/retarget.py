@@ -48,6 +48,9 @@ class RetargetConfig:
     calibration_frames: int = 10  # frames averaged to measure the operator's arm
     orientation: bool = True  # drive the TCP orientation from the hand
     anchor_decay: float = 1.0  # s time constant of the re-anchoring offset; 0 = keep it
+    # m: offsets below this are not anchored; the safety filter ramps such a step smoothly
+    # (>= 50 ms at 1 m/s), and the mapping stays absolute instead of drifting back to it.
+    anchor_min: float = 0.05
     reach_margin: float = 0.98  # targets are kept within this fraction of the robot's reach
     # m, TCP box in the robot base frame (as control_node's safety filter): targets outside it
     # are moved to its surface instead of being left for the filter to stop at.
@@ -80,7 +83,7 @@ class RetargetConfig:
             raise ValueError(f"RetargetConfig.neutral_offset must be 3 finite metres, got {self.neutral_offset}")
         if not 0 < self.reach_margin <= 1:
             raise ValueError(f"RetargetConfig.reach_margin must be in (0, 1], got {self.reach_margin!r}")
-        for name in ("scale", "robot_reach", "anchor_decay", "posture_weight"):
+        for name in ("scale", "robot_reach", "anchor_decay", "anchor_min", "posture_weight"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"RetargetConfig.{name} must be finite and >= 0, got {value!r}")
@@ -258,4 +261,7 @@ class Retargeter:
         """Re-anchor so the first command of a new engagement is where the arm already is."""
         tcp = self._link_pose(np.asarray(q_now, dtype=float), self.robot.ee_link)
         align = hand_rot.T @ tcp[:3, :3] if hand_rot is not None else None
-        self._anchor = (tcp[:3, 3] - absolute, align, now)
+        offset = tcp[:3, 3] - self._within_reach(absolute)
+        if np.linalg.norm(offset) < self.config.anchor_min:
+            offset = np.zeros(3)
+        self._anchor = (offset, align, now)
