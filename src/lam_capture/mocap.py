@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from lam_control.pybullet_quiet import import_pybullet
+from lam_control.pybullet_quiet import import_pybullet, quiet_native_output
 
 p = import_pybullet()
 import pybullet_data
@@ -224,8 +224,9 @@ class HumanoidPoser:
     def __init__(self) -> None:
         self._client = p.connect(p.DIRECT)
         try:
-            self._body = p.loadURDF(str(HUMANOID_URDF), useFixedBase=True, globalScaling=MODEL_SCALE,
-                                    flags=p.URDF_MAINTAIN_LINK_ORDER, physicsClientId=self._client)
+            with quiet_native_output():  # the humanoid's spherical joints draw 'no axis element' warnings
+                self._body = p.loadURDF(str(HUMANOID_URDF), useFixedBase=True, globalScaling=MODEL_SCALE,
+                                        flags=p.URDF_MAINTAIN_LINK_ORDER, physicsClientId=self._client)
             joints = [p.getJointInfo(self._body, j, physicsClientId=self._client)
                       for j in range(p.getNumJoints(self._body, physicsClientId=self._client))]
         except Exception:
