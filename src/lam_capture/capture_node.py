@@ -6,7 +6,6 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -20,6 +19,7 @@ from lam_capture.pipeline import CapturePipeline
 from lam_capture.ros_keypoints import keypoints_to_cloud, skeleton_markers
 from lam_capture.sources import SourceOptions, open_source
 from lam_control.ros_convert import diagnostic_status
+from lam_control.ros_params import declare_parameters
 from lam_control.ros_qos import KEYPOINTS_QOS, STATE_QOS
 
 PARAMETERS = {  # name: (default, description); see config/capture.yaml
@@ -67,9 +67,7 @@ class CaptureNode(Node):
             raise
 
     def _setup(self) -> None:
-        for name, (default, text) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text, dynamic_typing=True))
-        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        get = declare_parameters(self, PARAMETERS)
         options = SourceOptions(rate=float(get("rate")), realtime=bool(get("realtime")), loop=bool(get("loop")))
         spec = str(get("source"))
         perturb = PerturbConfig(noise=float(get("perturb_noise")), dropout=float(get("perturb_dropout")),

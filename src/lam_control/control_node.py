@@ -12,7 +12,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -22,6 +21,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lam_control.arm import ArmNotReady
 from lam_control.robot import RobotConfig
+from lam_control.ros_params import declare_parameters
 from lam_control.ros_qos import COMMAND_QOS, ESTOP_QOS, STATE_QOS
 from lam_control.ros_convert import diagnostic_status, joint_state_msg, trajectory_from_msg
 from lam_control.safety import SafetyConfig
@@ -82,10 +82,7 @@ class ControlNode(Node):
             raise
 
     def _setup(self) -> None:
-        for name, (default, text) in PARAMETERS.items():
-            # dynamic typing: YAML written as `1` for a float parameter is accepted, then coerced.
-            self.declare_parameter(name, default, ParameterDescriptor(description=text, dynamic_typing=True))
-        get = self._param
+        get = declare_parameters(self, PARAMETERS)
         self.backend = get("backend")
         robot = RobotConfig(urdf=get("urdf"), joint_names=list(get("joint_names")),
                             gripper_joints=list(get("gripper_joints")), ee_link=get("ee_link"),
@@ -138,20 +135,6 @@ class ControlNode(Node):
         self._ticks = 0
         self.get_logger().info(f"control_node up: backend={self.backend}, robot={robot.urdf_path().name}, "
                                f"joints={self.joint_names}")
-
-    def _param(self, name: str):
-        value = self.get_parameter(name).value
-        default = PARAMETERS[name][0]
-        if value is None:
-            return type(default)()  # an empty YAML list arrives unset
-        try:
-            if isinstance(default, float):
-                return float(value)
-            if isinstance(default, list):
-                return [type(default[0])(v) for v in value] if default else list(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"parameter {name} has a value of the wrong type: {value!r}") from exc
-        return value
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_command(self, msg: JointTrajectory) -> None:

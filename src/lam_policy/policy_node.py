@@ -11,7 +11,6 @@ from collections import Counter, deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -22,6 +21,7 @@ from trajectory_msgs.msg import JointTrajectory
 from lam_capture.ros_keypoints import CloudError, cloud_to_keypoints
 from lam_control.robot import RobotConfig
 from lam_control.ros_convert import diagnostic_status, trajectory_msg
+from lam_control.ros_params import declare_parameters
 from lam_control.ros_qos import COMMAND_QOS, SENSOR_QOS, STATE_QOS
 from lam_policy.gestures import GripperConfig
 from lam_policy.retarget import RetargetConfig, Retargeter
@@ -73,9 +73,7 @@ class PolicyNode(Node):
             raise
 
     def _setup(self) -> None:
-        for name, (default, text) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text, dynamic_typing=True))
-        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        get = declare_parameters(self, PARAMETERS)
         self.mode = get("mode")
         if self.mode not in MODES:
             raise ValueError(f"parameter mode must be one of {MODES} in this release, got {self.mode!r}")
