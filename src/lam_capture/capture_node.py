@@ -28,6 +28,7 @@ PARAMETERS = {  # name: (default, description); see config/capture.yaml
     "rate": (30.0, "Hz, frame rate of image: sources"),
     "realtime": (True, "video: at its own frame rate (false: as fast as processed)"),
     "loop": (False, "video:/mocap: start over at the end"),
+    "speed": (1.0, "mocap: playback speed (0.5 = half speed)"),
     "hands": (True, "run MediaPipe Hands as well as Pose"),
     "model_complexity": (1, "MediaPipe model: 0 lite, 1 full"),
     "min_confidence": (0.5, "landmarks below this visibility/presence get confidence 0"),
@@ -68,7 +69,8 @@ class CaptureNode(Node):
 
     def _setup(self) -> None:
         get = declare_parameters(self, PARAMETERS)
-        options = SourceOptions(rate=float(get("rate")), realtime=bool(get("realtime")), loop=bool(get("loop")))
+        options = SourceOptions(rate=float(get("rate")), realtime=bool(get("realtime")), loop=bool(get("loop")),
+                                speed=float(get("speed")))
         spec = str(get("source"))
         perturb = PerturbConfig(noise=float(get("perturb_noise")), dropout=float(get("perturb_dropout")),
                                 occlusion_rate=float(get("perturb_occlusion_rate")),

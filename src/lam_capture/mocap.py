@@ -318,7 +318,7 @@ class MocapSource(Source):
     def __init__(self, clip: str, options: SourceOptions | None = None):
         options = options or SourceOptions()
         self.clip = load_clip(clip)
-        self.rate = self.clip.rate
+        self.rate = self.clip.rate * options.speed  # frames per second of wall time
         self._loop = bool(options.loop)
         self._points = clip_keypoints(self.clip)  # (F, 75, 3)
         self._times = np.concatenate([[0.0], np.cumsum(self.clip.durations[:-1])])  # (F,) s

@@ -44,11 +44,14 @@ class SourceOptions:
     realtime: bool = True  # video: at its own frame rate; False = as fast as processed
     loop: bool = False  # video:/mocap: start over at the end
     max_frame_age: float = 0.2  # s, camera frames older than this are dropped
+    speed: float = 1.0  # mocap: playback speed (0.5 = half speed), for imitation studies
     extra: dict = field(default_factory=dict)  # source-specific (e.g. a test's camera opener)
 
     def __post_init__(self) -> None:
         if self.rate is None or not (np.isfinite(self.rate) and self.rate > 0):
             raise ValueError(f"SourceOptions.rate must be finite and > 0 Hz, got {self.rate!r}")
+        if self.speed is None or not (np.isfinite(self.speed) and self.speed > 0):
+            raise ValueError(f"SourceOptions.speed must be finite and > 0, got {self.speed!r}")
         if self.max_frame_age is None or not self.max_frame_age > 0:
             raise ValueError(f"SourceOptions.max_frame_age must be > 0 s, got {self.max_frame_age!r}")
 

@@ -143,7 +143,8 @@ def cmd_mimic(args) -> int:
         control.arm.reset_positions(q_start)  # start on the path: measure imitation, not the approach
         monitor = graph.add(MonitorNode)
         capture = graph.add(CaptureNode, parameter_overrides=[
-            Parameter("source", value=args.source), Parameter("loop", value=True), *perturb])
+            Parameter("source", value=args.source), Parameter("loop", value=True),
+            Parameter("speed", value=args.speed), *perturb])
         pipeline = capture.pipeline
         frames = args.repeat * len(clean)
         graph.spin(duration=frames / pipeline.source.rate + 20.0, handle_signals=True,
@@ -155,7 +156,7 @@ def cmd_mimic(args) -> int:
     if not monitor.states or not frame_log:
         raise CLIError("the run recorded nothing (no joint states or no capture frames)")
     names = robot.command_joints
-    summary = {"source": args.source, "noise_cm": args.noise, "dropout": args.dropout, "occlusion_per_s": args.occlusion,
+    summary = {"source": args.source, "speed": args.speed, "noise_cm": args.noise, "dropout": args.dropout, "occlusion_per_s": args.occlusion,
                **summarize(robot, frame_log, targets, monitor.states, monitor.applied, monitor.commands, names,
                           control.arm.safety_config.control_period)}
     if apply:
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--occlusion", type=float, default=0.0, metavar="RATE", help="occlusion bursts per second")
     mimic.add_argument("--seed", type=int, default=0, help="perturbation seed")
     mimic.add_argument("--repeat", type=int, default=3, help="times the clip is played (clips are 1-5 s)")
+    mimic.add_argument("--speed", type=float, default=1.0, help="playback speed of the clip (0.5 = half speed)")
     mimic.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the three nodes")
     mimic.add_argument("--video", metavar="MP4", help="also write a video of the run")
     mimic.add_argument("--json", action="store_true", help="print JSON")
