@@ -113,7 +113,7 @@ def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
 
 def inside(rt: Retargeter, point: np.ndarray) -> bool:
     """The retargeter leaves this robot-frame target as it is (inside its reach and workspace)."""
-    return bool(np.allclose(rt._within_reach(point), point, atol=1e-9))
+    return bool(np.allclose(rt.within_reach(point), point, atol=1e-9))
 
 
 def anchor(rt: Retargeter, base: Keypoints, rng: np.random.Generator) -> np.ndarray:

@@ -88,7 +88,7 @@ def reference(policy: PolicyNode, clip: list) -> tuple[np.ndarray, np.ndarray, R
             first = i
     path = np.array([rt.update(kp, q, kp.stamp).absolute_target for kp in clip])  # (F, 3)
     seed = np.concatenate([policy.robot.home_positions(), np.zeros(len(rt.model.joint_names) - rt.n_cmd)])
-    start = rt.ik.solve(rt._within_reach(path[first]), None, seed).q[: rt.n_cmd]
+    start = rt.ik.solve(rt.within_reach(path[first]), None, seed).q[: rt.n_cmd]
     return path, start, rt
 
 

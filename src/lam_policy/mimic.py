@@ -25,12 +25,11 @@ def reference_path(robot: RobotConfig, config: RetargetConfig, clean: list[Keypo
     for i, kp in enumerate(clean):
         result = rt.update(kp, q, kp.stamp)
         if result is not None:
-            targets[i] = rt._within_reach(result.absolute_target)
+            targets[i] = rt.within_reach(result.absolute_target)
     valid = np.flatnonzero(np.isfinite(targets[:, 0]))
     if not valid.size:
         raise ValueError("the clip never shows the driving arm: nothing to imitate")
-    seed = np.concatenate([q, rt._pad])
-    start = rt.ik.solve(targets[valid[0]], None, seed, None).q[: rt.n_cmd]
+    start = rt.ik.solve(targets[valid[0]], None, rt.full(q), None).q[: rt.n_cmd]
     return targets, start
 
 

@@ -170,7 +170,7 @@ class Retargeter:
                                  f"{self.model.link_names}")
         self.ik = IKSolver(self.model, robot.joint_names, robot.ee_link, c.ik)
         self.n_cmd = len(robot.command_joints)
-        self._pad = np.zeros(len(self.model.joint_names) - self.n_cmd)
+        self._pad = np.zeros(len(self.model.joint_names) - self.n_cmd)  # joints beyond the command set
         self.axes = (MIRROR @ BODY_TO_ROBOT) if c.mirror else BODY_TO_ROBOT
         self.robot_shoulder = self._link_pose(np.zeros(self.n_cmd), c.robot_shoulder_link)[:3, 3]
         self.neutral = np.asarray(c.neutral_offset, dtype=float)
@@ -183,8 +183,12 @@ class Retargeter:
         self.active = False
 
     # -- geometry ---------------------------------------------------------------------------
+    def full(self, q_cmd: np.ndarray) -> np.ndarray:
+        """A command-joint vector extended to the model's full configuration (other joints 0)."""
+        return np.concatenate([q_cmd, self._pad])
+
     def _link_pose(self, q_cmd: np.ndarray, link: str) -> np.ndarray:
-        return self.model.forward(np.concatenate([q_cmd, self._pad]))[self.model.link_index[link]]
+        return self.model.forward(self.full(q_cmd))[self.model.link_index[link]]
 
     def _straight_reach(self) -> float:
         q = np.clip(np.zeros(self.n_cmd), self.model.lower[: self.n_cmd], self.model.upper[: self.n_cmd])
@@ -218,20 +222,20 @@ class Retargeter:
             self.active = True
         offset, align, t0 = self._anchor
         decay = np.exp(-(now - t0) / self.config.anchor_decay) if self.config.anchor_decay > 0 else 1.0
-        target = self._within_reach(absolute + decay * offset)
+        target = self.within_reach(absolute + decay * offset)
         target_rot = hand_rot @ align if (hand_rot is not None and align is not None) else None
         posture = None
         if self.config.robot_elbow_link:
             posture = PostureTarget(self.config.robot_elbow_link, self.map_point(arm.elbow, arm.shoulder),
                                     self.config.posture_weight)
-        seed = np.concatenate([q_now, self._pad])
+        seed = self.full(q_now)
         result = self.ik.solve(target, target_rot, seed, posture)
         q = result.q[: self.n_cmd].copy()
         n_arm = len(self.robot.joint_names)
         q[n_arm:] = 0.0 if closed else self.robot.gripper_home
         return RetargetResult(q, target, absolute, target_rot, result.position_error, result.reachable, closed)
 
-    def _within_reach(self, target: np.ndarray) -> np.ndarray:
+    def within_reach(self, target: np.ndarray) -> np.ndarray:
         """The target moved into the reach sphere around the robot's shoulder (toward the target,
         so the nearest reachable point), then into the workspace box: what IK can actually reach,
         so an over-long operator arm, an anchor offset or a hand below the table never drags IK
@@ -261,7 +265,7 @@ class Retargeter:
         """Re-anchor so the first command of a new engagement is where the arm already is."""
         tcp = self._link_pose(np.asarray(q_now, dtype=float), self.robot.ee_link)
         align = hand_rot.T @ tcp[:3, :3] if hand_rot is not None else None
-        offset = tcp[:3, 3] - self._within_reach(absolute)
+        offset = tcp[:3, 3] - self.within_reach(absolute)
         if np.linalg.norm(offset) < self.config.anchor_min:
             offset = np.zeros(3)
         self._anchor = (offset, align, now)
