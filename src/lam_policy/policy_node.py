@@ -42,6 +42,7 @@ PARAMETERS = {  # name: (default, description); see config/policy.yaml
     "robot_shoulder_link": ("shoulder_pitch_link", "robot link matched to the operator's shoulder"),
     "robot_elbow_link": ("elbow_link", "robot link steered by the operator's elbow ('' = none)"),
     "scale": (0.0, "operator->robot scale; 0 = calibrate from arm lengths"),
+    "robot_reach": (0.0, "m, shoulder link -> TCP with the arm stretched; 0 = from the URDF's zero pose"),
     "neutral_offset": ([0.2, 0.0, 0.35], "m, robot frame: operator shoulder relative to the robot's"),
     "calibration_frames": (10, "frames used to measure the operator's arm"),
     "orientation": (True, "drive the TCP orientation from the hand"),
@@ -83,7 +84,7 @@ class PolicyNode(Node):
         self.retargeter = Retargeter(self.robot, RetargetConfig(
             arm=get("arm"), mirror=bool(get("mirror")), robot_shoulder_link=get("robot_shoulder_link"),
             robot_elbow_link=get("robot_elbow_link"), scale=float(get("scale")),
-            neutral_offset=[float(v) for v in get("neutral_offset")],
+            neutral_offset=[float(v) for v in get("neutral_offset")], robot_reach=float(get("robot_reach")),
             calibration_frames=int(get("calibration_frames")), orientation=bool(get("orientation")),
             anchor_decay=float(get("anchor_decay")), engage=get("engage"),
             gripper=GripperConfig(close_below=float(get("pinch_close")), open_above=float(get("pinch_open")))))
