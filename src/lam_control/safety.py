@@ -100,6 +100,8 @@ class SafetyFilter:
         self.ee_index = model.link_index[ee_link]
         self.ee_link = ee_link
         self._pad = np.zeros(len(model.joint_names) - n_command)
+        self._fk_key: bytes | None = None
+        self._fk_links: np.ndarray | None = None
         initial = np.asarray(initial, dtype=float)
         if initial.shape != (n_command,) or not np.all(np.isfinite(initial)):
             raise ValueError(f"initial position must be {n_command} finite values, got {initial}")
@@ -187,7 +189,14 @@ class SafetyFilter:
         return np.concatenate([q, self._pad])
 
     def _positions(self, q: np.ndarray) -> np.ndarray:
-        return self.model.link_positions(self._full(q))
+        """Link origins (L, 3) for q, memoised for the last q: in a tick without interventions
+        the cap, the box check and the next tick's reference all ask for the same command."""
+        key = np.asarray(q, dtype=float).tobytes()
+        if key != self._fk_key:
+            links = self.model.link_positions(self._full(q))
+            links.flags.writeable = False
+            self._fk_key, self._fk_links = key, links
+        return self._fk_links
 
     def _in_box(self, point: np.ndarray) -> bool:
         return bool(np.all(point >= self.box_lo - BOX_TOLERANCE) and np.all(point <= self.box_hi + BOX_TOLERANCE))
