@@ -54,3 +54,16 @@ def positions_by_name(entries, names) -> np.ndarray:
         return np.zeros((0, len(names)))
     idx = [entries[0][1].index(n) for n in names]
     return np.array([q[idx] for _, _, q in entries])
+
+
+def stop_process(proc, timeout: float = 10.0) -> None:
+    """SIGINT a still-running subprocess (a clean ROS shutdown), kill it if it does not exit."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

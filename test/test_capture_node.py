@@ -1,6 +1,5 @@
 """capture_node through `lam run`, as a user runs it, read by an outside subscriber."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from skimage import data
 from lam_capture.ros_keypoints import cloud_to_keypoints
 from lam_capture.skeleton import BODY, POSE_BONES
 from lam_control.ros_graph import Graph
-from ros_helpers import domain_id
+from ros_helpers import domain_id, stop_process
 
 LAM = [sys.executable, "-m", "lam_control.cli"]
 
@@ -45,11 +44,7 @@ def run_capture(source, seconds, extra=()):
             graph.spin(duration=seconds)
             return listener.received[start:]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def test_image_source_publishes_plausible_keypoints_at_10hz(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from lam_control.monitor_node import MonitorNode
 from lam_control.robot import RobotConfig
 from lam_control.ros_graph import Graph
-from ros_helpers import Operator, domain_id, positions_by_name, stream
+from ros_helpers import Operator, domain_id, positions_by_name, stop_process, stream
 
 LAM = [sys.executable, "-m", "lam_control.cli"]
 
@@ -26,12 +26,7 @@ def lam_run():
     proc = subprocess.Popen(LAM + ["run", "--nodes", "control", "--duration", "25"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_process(proc)
 
 
 def test_lam_run_obeys_an_outside_process_and_never_leaves_limits(lam_run):
