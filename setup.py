@@ -32,7 +32,8 @@ setup(
         "torch==2.13.0",  # a local CPU wheel here; never unpinned (see above)
         "mediapipe==0.10.21",
         "safetensors>=0.4",
-        "rosbags>=0.10",
+        "rosbags>=0.11,<0.12",  # recorder.py flushes McapWriter chunks itself (an internal API)
+        "pyarrow>=15,<22",  # LeRobot export; >=22 needs numpy 2
         "scikit-image>=0.22",
     ],
     extras_require={
