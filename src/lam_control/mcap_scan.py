@@ -87,6 +87,8 @@ def _decompress(compression: str, data: bytes) -> bytes:
 
 def scan_mcap(data: bytes) -> McapScan:
     """Every complete record of a possibly truncated MCAP, in file order; stops at the damage."""
+    if len(data) < len(MCAP_MAGIC) and MCAP_MAGIC.startswith(data):
+        return McapScan(reason=f"truncated inside the magic ({len(data)} bytes)")
     if not data.startswith(MCAP_MAGIC):
         raise McapScanError("not an MCAP file (bad magic)")
     scan = McapScan(good_end=len(MCAP_MAGIC))

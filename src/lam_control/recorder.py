@@ -93,6 +93,7 @@ class EpisodeWriter:
         self._mcap = self._writer.storage
         _check_internals(self._mcap)
         self._conns = {t: self._writer.add_connection(t, m, typestore=self.typestore) for t, m in topics.items()}
+        self._mcap.bio.flush()  # the MCAP header is on disk from the start
         self._string = self.typestore.types["std_msgs/msg/String"]
         self._lock = threading.Lock()
         self._chunk_first_ns: int | None = None
