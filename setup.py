@@ -57,6 +57,7 @@ setup(
             "control_node = lam_control.control_node:main",
             "capture_node = lam_capture.capture_node:main",
             "policy_node = lam_policy.policy_node:main",
+            "record_node = lam_control.record_node:main",
             "lam = lam_control.cli:main",
         ],
     },
