@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from lam_capture.bench import run_capture_benchmarks
+from lam_control.bench_recorder import run_recorder_benchmarks
 from lam_policy.bench import run_teleop_benchmarks
 from lam_control.robot import RobotConfig, panda
 from lam_control.safety import SafetyConfig, SafetyFilter
@@ -77,4 +78,5 @@ def run_benchmarks(seconds: float = 5.0) -> dict:
         "control_node_loop": bench_control_node(seconds),
         **run_capture_benchmarks(),
         **run_teleop_benchmarks(),
+        **run_recorder_benchmarks(seconds),
     }
