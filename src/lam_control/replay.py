@@ -32,6 +32,10 @@ def _recover_hint(path: Path) -> str:
     return f"run `lam dataset recover {path}` to rebuild it from its complete chunks"
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
 @dataclass
 class Episode:
     """One episode: messages per topic as (stamp_ns, msg), events (dicts with stamp_ns), metadata."""
@@ -124,12 +128,13 @@ def read_episode(path: str | Path, topics: list[str] | None = None) -> Episode:
         info = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
         episode.metadata = {str(k): str(v) for k, v in (info.get("custom_data") or {}).items()}
     except (yaml.YAMLError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise EpisodeError(f"episode {name}: unreadable metadata.yaml ({exc}); " + _recover_hint(folder)) from exc
+        raise EpisodeError(f"episode {name}: unreadable metadata.yaml ({_one_line(exc)}); "
+                           + _recover_hint(folder)) from exc
     try:
         reader = Reader(folder)
         reader.open()
     except Exception as exc:  # noqa: BLE001 - rosbags raises several kinds; all mean "unreadable"
-        raise EpisodeError(f"episode {name}: truncated or corrupt bag ({exc}); " + _recover_hint(folder)) from exc
+        raise EpisodeError(f"episode {name}: truncated or corrupt bag ({_one_line(exc)}); " + _recover_hint(folder)) from exc
     try:
         wanted = [c for c in reader.connections if topics is None or c.topic in topics or c.topic == EVENTS_TOPIC]
         for conn in wanted:
@@ -144,7 +149,7 @@ def read_episode(path: str | Path, topics: list[str] | None = None) -> Episode:
     except EpisodeError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise EpisodeError(f"episode {name}: corrupt data while reading ({exc}); " + _recover_hint(folder)) from exc
+        raise EpisodeError(f"episode {name}: corrupt data while reading ({_one_line(exc)}); " + _recover_hint(folder)) from exc
     finally:
         reader.close()
     for stamp, msg in episode.topics.get(EVENTS_TOPIC, []):

@@ -1,0 +1,110 @@
+"""``lam dataset``: info, recover, export-lerobot. Registered by lam_control.cli via add_dataset_parser."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lam_control.recorder import RecoveryError, recover
+from lam_control.replay import EpisodeError
+
+
+def add_dataset_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``dataset`` and its subcommands on an argparse subparsers object."""
+    dataset = subparsers.add_parser("dataset", help="recorded episodes: figures, crash recovery, LeRobot export")
+    sub = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    info = sub.add_parser("info", help="episodes, frames, success rate, durations, tasks, skipped episodes")
+    info.add_argument("dirs", nargs="+", metavar="DIR", help="folders of episodes (or episode folders)")
+    info.add_argument("--rate", type=float, default=30.0, help="frame rate in Hz for the frame count")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_info)
+
+    rec = sub.add_parser("recover", help="rebuild episodes a killed recorder left unfinalised")
+    rec.add_argument("path", metavar="EPISODE_OR_DIR", help="an episode folder, or a folder of episodes")
+    rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.set_defaults(func=cmd_recover)
+
+    exp = sub.add_parser("export-lerobot", help="write a LeRobotDataset v3.0 (state-only)")
+    exp.add_argument("dir", metavar="DIR", help="folder of episodes")
+    exp.add_argument("out", metavar="OUT", help="output folder (must be empty or absent)")
+    exp.add_argument("--rate", type=float, default=30.0, help="frames per second (integer for LeRobot)")
+    exp.add_argument("--repo-id", default="lam/episodes", help="dataset name for the card")
+    exp.add_argument("--robot-type", default="lam_arm", help="robot_type in meta/info.json")
+    exp.set_defaults(func=cmd_export)
+    return dataset
+
+
+def _fail(args, exc: Exception) -> int:
+    print(f"lam dataset {args.dataset_command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_info(args) -> int:
+    from lam_policy.dataset import info
+    try:
+        figures = info(args.dirs, rate=args.rate)
+    except ValueError as exc:
+        return _fail(args, exc)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"episodes        {figures['episodes']}  ({figures['frames']} frames at {figures['rate_hz']:g} Hz)")
+    print(f"success rate    {figures['success_rate']:.0%}")
+    print(f"duration        {figures['total_duration_s']:.1f} s total, {figures['mean_duration_s']:.1f} s mean")
+    print(f"tasks           {', '.join(f'{t} ({n})' for t, n in figures['tasks'].items()) or '-'}")
+    print(f"joints          {', '.join(figures['joint_names']) or '-'}")
+    print(f"discarded       {len(figures['discarded'])}")
+    print(f"skipped         {len(figures['skipped'])}")
+    for item in figures["skipped"]:
+        print(f"  {item['name']}: {item['reason']}")
+    return 0
+
+
+def _episode_dirs(path: Path) -> list[Path]:
+    if any(path.glob("*.mcap")) or any(path.glob("*.mcap.orig")) or (path / "metadata.yaml").exists():
+        return [path]
+    return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")
+            and (any(p.glob("*.mcap")) or any(p.glob("*.mcap.orig")))]
+
+
+def cmd_recover(args) -> int:
+    path = Path(args.path)
+    if not path.is_dir():
+        return _fail(args, ValueError(f"{path} is not a folder"))
+    reports, errors = [], []
+    for folder in _episode_dirs(path):
+        try:
+            reports.append(recover(folder).to_dict())
+        except (RecoveryError, EpisodeError, OSError) as exc:
+            errors.append({"episode": folder.name, "error": str(exc)})
+    if args.json:
+        print(json.dumps({"episodes": reports, "errors": errors}, indent=2))
+    else:
+        for r in reports:
+            if r["action"] == "nothing to do":
+                print(f"{r['episode']}: nothing to do (finalised)")
+                continue
+            counts = ", ".join(f"{t} {n}" for t, n in r["messages"].items() if n)
+            print(f"{r['episode']}: recovered {r['span_s']:.2f} s ({counts}); dropped {r['bytes_dropped']} bytes; "
+                  f"original kept as {Path(r['original']).name}")
+        for e in errors:
+            print(f"{e['episode']}: error: {e['error']}", file=sys.stderr)
+    if not reports and not errors:
+        return _fail(args, ValueError(f"no episode folders in {path}"))
+    return 2 if errors else 0
+
+
+def cmd_export(args) -> int:
+    from lam_policy.dataset import load_dataset
+    from lam_policy.lerobot_export import export_lerobot
+    try:
+        ds = load_dataset([args.dir], rate=args.rate)
+        info = export_lerobot(ds, args.out, repo_id=args.repo_id, robot_type=args.robot_type)
+    except ValueError as exc:
+        return _fail(args, exc)
+    print(f"wrote LeRobotDataset {info['codebase_version']} to {args.out}: {info['total_episodes']} episodes, "
+          f"{info['total_frames']} frames at {info['fps']} fps"
+          + (f"; skipped {len(ds.skipped)}: " + ", ".join(n for n, _ in ds.skipped) if ds.skipped else ""))
+    return 0
