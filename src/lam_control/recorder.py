@@ -23,8 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rosbags.rosbag2 import Reader, Writer
-from rosbags.rosbag2.enums import StoragePlugin
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from lam_control.mcap_scan import McapScanError, scan_mcap
@@ -172,9 +171,13 @@ class EpisodeWriter:
             if not self._open:
                 return self.path
             self._open = False
-            for key, value in {**self.summary(), **(custom_data or {})}.items():
-                self._writer.set_custom_data(str(key), _custom_value(value))
-            self._writer.close()
+            try:
+                for key, value in {**self.summary(), **(custom_data or {})}.items():
+                    self._writer.set_custom_data(str(key), _custom_value(value))
+                self._writer.close()
+            except BaseException:
+                self._writer.abort()  # what was flushed stays recoverable
+                raise
         log.info("episode %s finalised: %s", self.path.name, self.counts)
         return self.path
 
