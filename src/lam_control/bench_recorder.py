@@ -62,22 +62,19 @@ def bench_writer(frames: int = 3000) -> dict:
 def bench_recording_teleop(seconds: float = 5.0, clip: str = "walk") -> dict:
     """The recorder inside the running teleop graph (mocap clip -> retarget -> sim arm): messages
     recorded per second and the CPU the recording callbacks took, as a fraction of one core."""
-    from rclpy.parameter import Parameter
-
     from lam_capture.capture_node import CaptureNode
     from lam_control.control_node import ControlNode
     from lam_control.record_node import RecordNode
     from lam_control.resources import share_file
-    from lam_control.ros_graph import Graph
+    from lam_control.ros_graph import Graph, overrides
     from lam_policy.policy_node import PolicyNode
 
     params = [share_file(f"config/{n}.yaml") for n in ("control", "policy", "capture", "record")]
     with tempfile.TemporaryDirectory() as tmp, Graph(params) as graph:
         graph.add(ControlNode)
         graph.add(PolicyNode)
-        graph.add(CaptureNode, parameter_overrides=[Parameter("source", value=f"mocap:{clip}"),
-                                                    Parameter("loop", value=True)])
-        rec = graph.add(RecordNode, parameter_overrides=[Parameter("out_dir", value=tmp)])
+        graph.add(CaptureNode, parameter_overrides=overrides(source=f"mocap:{clip}", loop=True))
+        rec = graph.add(RecordNode, parameter_overrides=overrides(out_dir=tmp))
         graph.spin(duration=2.0)  # calibration and discovery
         rec.session.start(rec.now_ns())
         written0, cpu0, t0 = rec.written, rec.cpu_ns, time.monotonic()

@@ -14,6 +14,7 @@ from typing import Callable
 import rclpy
 import yaml
 from rclpy.context import Context
+from rclpy.parameter import Parameter
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 
@@ -105,3 +106,8 @@ class Graph:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def overrides(**values) -> list[Parameter]:
+    """Parameter overrides for Graph.add(..., parameter_overrides=overrides(name=value, ...))."""
+    return [Parameter(name, value=value) for name, value in values.items()]
