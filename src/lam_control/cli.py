@@ -18,6 +18,7 @@ NODES = {  # name in --nodes: (module, class, default parameter file)
     "control": ("lam_control.control_node", "ControlNode", "config/control.yaml"),
     "capture": ("lam_capture.capture_node", "CaptureNode", "config/capture.yaml"),
     "policy": ("lam_policy.policy_node", "PolicyNode", "config/policy.yaml"),
+    "record": ("lam_control.record_node", "RecordNode", "config/record.yaml"),
 }
 PLANNED_NODES: set[str] = set()  # accepted names whose nodes arrive with later issues
 
@@ -178,6 +179,58 @@ def cmd_mimic(args) -> int:
     return 0 if summary["joint_limit_violations"] == 0 else 1
 
 
+def cmd_record(args) -> int:
+    """Record N episodes of a task through the whole teleop graph, one rosbag2 folder each."""
+    from rclpy.parameter import Parameter
+
+    from lam_capture.sources import parse_spec
+    from lam_control.record_node import RecordNode
+    from lam_control.ros_graph import Graph
+    from lam_control.session_node import SessionNode
+    from lam_control.tasks import TASKS, task_time_limit
+
+    if args.task not in TASKS:
+        raise CLIError(f"unknown task {args.task!r}; choose from: {', '.join(TASKS)}")
+    if args.episodes < 1:
+        raise CLIError(f"--episodes must be >= 1, got {args.episodes}")
+    parse_spec(args.source)
+    time_limit = args.time_limit or task_time_limit(args.task)
+    out = Path(args.out)
+    review = _ask_review if args.review else None
+    names = ("control", "policy", "capture")
+    started = time.monotonic()
+    with Graph(args.params or _default_params(names + ("record",))) as graph:
+        overrides = {"control": [Parameter("task", value=args.task), Parameter("task_seed", value=args.seed)],
+                     "capture": [Parameter("source", value=args.source)], "policy": []}
+        for name in names:
+            module, cls, _ = NODES[name]
+            graph.add(getattr(import_module(module), cls), parameter_overrides=overrides[name])
+        recorder = graph.add(RecordNode, parameter_overrides=[Parameter("out_dir", value=str(out))])
+        session = graph.add(SessionNode, episodes=args.episodes, time_limit=time_limit, review=review)
+        print(f"lam record: {args.episodes} episode(s) of {args.task} from {args.source} -> {out} "
+              f"(time limit {time_limit:g} s; Ctrl-C stops and keeps what was recorded)", flush=True)
+        graph.spin(until=lambda: session.done, handle_signals=True)
+        results, error = session.results, session.error
+        interrupted = not session.done
+    # Leaving the graph finalised any open episode (record_node closes it on shutdown).
+    kept = [r for r in results if not r.get("discarded")]
+    summary = {"out": str(out), "task": args.task, "episodes": len(kept),
+               "successes": sum(bool(r.get("success")) for r in kept),
+               "discarded": len(results) - len(kept), "wall_time_s": round(time.monotonic() - started, 1),
+               "interrupted": interrupted, "error": error or None, "results": results}
+    summary["success_rate"] = round(summary["successes"] / len(kept), 3) if kept else None
+    print(json.dumps(summary, indent=2) if args.json else
+          f"lam record: {summary['episodes']} episode(s), {summary['successes']} successful -> {out}")
+    return 1 if error else 0
+
+
+def _ask_review(result: dict) -> str:
+    """Ask the operator about the episode just recorded: keep, discard, or redo."""
+    answer = input(f"{result.get('episode')}: success={result.get('success')} "
+                   f"({result.get('duration')} s). [Enter] keep, d discard, r re-record: ").strip().lower()
+    return {"d": "discard", "r": "redo"}.get(answer[:1], "keep")
+
+
 def cmd_bench(args) -> int:
     from lam_control.bench import run_benchmarks
 
@@ -198,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start nodes in one process under one executor")
-    run.add_argument("--nodes", default="control,policy,capture", help="comma-separated: control, policy, capture")
+    run.add_argument("--nodes", default="control,policy,capture", help="comma-separated: control, policy, capture, record")
     run.add_argument("--source", help="capture source: camera:N | video:PATH | image:PATH | mocap:CLIP")
     run.add_argument("--params", nargs="+", metavar="FILE",
                      help="ROS 2 parameter YAML files (default: the package's config/control.yaml)")
@@ -224,6 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--video", metavar="MP4", help="also write a video of the run")
     mimic.add_argument("--json", action="store_true", help="print JSON")
     mimic.set_defaults(func=cmd_mimic)
+
+    record = sub.add_parser("record", help="record demonstrations of a sim task, one rosbag2 folder per episode")
+    record.add_argument("--source", required=True, help="capture source, e.g. scripted:reach, camera:0")
+    record.add_argument("--task", required=True, help="sim task: reach | push | pick_place")
+    record.add_argument("--episodes", type=int, default=1, help="episodes to record")
+    record.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
+    record.add_argument("--out", required=True, help="output folder (episodes are appended)")
+    record.add_argument("--time-limit", type=float, help="s per episode (default: the task's)")
+    record.add_argument("--review", action="store_true", help="ask to keep, discard or re-record each episode")
+    record.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the nodes")
+    record.add_argument("--json", action="store_true", help="print a JSON summary")
+    record.set_defaults(func=cmd_record)
+
+    from lam_policy.dataset_cli import add_dataset_parser
+
+    add_dataset_parser(sub)
 
     bench = sub.add_parser("bench", help="measure the stack's speed")
     bench.add_argument("--seconds", type=float, default=5.0, help="duration of the node loop measurement")
