@@ -187,14 +187,14 @@ def cmd_record(args) -> int:
     from lam_control.record_node import RecordNode
     from lam_control.ros_graph import Graph
     from lam_control.session_node import SessionNode
-    from lam_control.tasks import TASKS, task_time_limit
+    from lam_control.tasks import TASKS, TaskConfig
 
     if args.task not in TASKS:
         raise CLIError(f"unknown task {args.task!r}; choose from: {', '.join(TASKS)}")
     if args.episodes < 1:
         raise CLIError(f"--episodes must be >= 1, got {args.episodes}")
     parse_spec(args.source)
-    time_limit = args.time_limit or task_time_limit(args.task)
+    time_limit = args.time_limit or TaskConfig().time_limits[args.task]
     out = Path(args.out)
     review = _ask_review if args.review else None
     names = ("control", "policy", "capture")
@@ -222,6 +222,61 @@ def cmd_record(args) -> int:
     print(json.dumps(summary, indent=2) if args.json else
           f"lam record: {summary['episodes']} episode(s), {summary['successes']} successful -> {out}")
     return 1 if error else 0
+
+
+def cmd_replay(args) -> int:
+    """Play an episode's applied commands back on the arm through control_node's safety filter."""
+    from lam_control.control_node import ControlNode
+    from lam_control.monitor_node import MonitorNode
+    from lam_control.player_node import PlayerNode
+    from lam_control.replay import applied_commands, command_names, joint_states, read_episode
+    from lam_control.ros_graph import Graph, overrides
+
+    ep = read_episode(args.episode)
+    names = command_names(ep)
+    stamps, positions = applied_commands(ep, names)
+    lo, hi = ep.start_ns or stamps[0], ep.end_ns or stamps[-1]
+    keep = (stamps >= lo) & (stamps <= hi)
+    if keep.sum() < 2:
+        raise CLIError(f"episode {ep.name} has fewer than 2 applied commands to replay")
+    stamps, positions = stamps[keep], positions[keep]
+    times = (stamps - stamps[0]) * 1e-9
+    lead_in = args.lead_in
+    with Graph(args.params or _default_params()) as graph:
+        scene = overrides(task=ep.task, task_seed=int(ep.seed or 0)) if (ep.task and not args.no_task) else []
+        control = graph.add(ControlNode, parameter_overrides=scene)
+        monitor = graph.add(MonitorNode)
+        # The first point is held for lead_in s: the filter ramps the arm there at its caps.
+        hold = np.arange(0.0, lead_in, 0.05)
+        player = graph.add(PlayerNode, joint_names=names, times=np.concatenate([hold, times + lead_in]),
+                           positions=np.vstack([np.repeat(positions[:1], len(hold), axis=0), positions]))
+        print(f"lam replay: {ep.name} ({ep.task or 'no task'}, seed {ep.seed}), {len(times)} commands over "
+              f"{times[-1]:.1f} s on {control.backend}", flush=True)
+        done_at: list[float] = []
+        graph.spin(duration=times[-1] + lead_in + 15.0, handle_signals=True,
+                   until=lambda: player.done and (done_at or done_at.append(time.monotonic())) and
+                   time.monotonic() - done_at[0] > 1.0)
+        task = getattr(control, "task", None)
+        success = bool(task.success()) if task is not None else None
+        interventions = {k: v for k, v in control.counts.items() if k not in ("accepted", "rejected")}
+    summary = {"episode": ep.name, "task": ep.task, "seed": ep.seed, "commands": int(len(times)),
+               "recorded_success": ep.success, "replay_success": success, "interventions": interventions}
+    rec_t, rec_q = joint_states(ep, names)
+    if monitor.states and len(rec_t):
+        # Recorded vs replayed joint positions, both on the episode's clock: recorded command i
+        # was played at monotonic player.start + lead_in + times[i].
+        idx = [monitor.states[0][1].index(n) for n in names]
+        play_t = np.array([t for t, _, _ in monitor.states]) - (player.start + lead_in)
+        play_q = np.array([q[idx] for _, _, q in monitor.states])
+        grid = times[(times >= play_t[0]) & (times <= play_t[-1])]
+        rec_clock = (rec_t - stamps[0]) * 1e-9
+        err = np.abs(np.stack([np.interp(grid, play_t, play_q[:, j]) - np.interp(grid, rec_clock, rec_q[:, j])
+                               for j in range(len(names))], axis=1))
+        summary["joint_error_mean_rad"] = round(float(err.mean()), 4) if err.size else None
+        summary["joint_error_p95_rad"] = round(float(np.percentile(err, 95)), 4) if err.size else None
+    print(json.dumps(summary, indent=2) if args.json else
+          "\n".join(f"{k:24s} {v}" for k, v in summary.items()))
+    return 0
 
 
 def _ask_review(result: dict) -> str:
@@ -289,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the nodes")
     record.add_argument("--json", action="store_true", help="print a JSON summary")
     record.set_defaults(func=cmd_record)
+
+    replay = sub.add_parser("replay", help="play an episode's commands back on the arm through the safety filter")
+    replay.add_argument("episode", help="episode folder (rosbag2 MCAP)")
+    replay.add_argument("--params", nargs="+", metavar="FILE",
+                        help="control_node parameter files (default: the sim; a ros2_control file drives a real arm)")
+    replay.add_argument("--no-task", action="store_true", help="do not set up the episode's sim task")
+    replay.add_argument("--lead-in", type=float, default=2.0, help="s to move to the first command before playing")
+    replay.add_argument("--json", action="store_true", help="print JSON")
+    replay.set_defaults(func=cmd_replay)
 
     from lam_policy.dataset_cli import add_dataset_parser
 

@@ -18,6 +18,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from lam_control.episodes import EpisodeSession, EpisodeStateError
+from lam_control.recorder import typestore
 from lam_control.ros_params import declare_parameters
 from lam_control.ros_qos import RECORD_QOS, STATE_QOS
 
@@ -69,6 +70,7 @@ class RecordNode(Node):
             raise ValueError(f"record_node cannot record {unknown}; known topics: {sorted(TOPICS)}")
         topics = {t: TOPICS[t][0] for t in get("topics")}
         self.session = EpisodeSession(out, topics, flush_period=get("flush_period"))
+        typestore()  # build the message definitions now, not inside the first /lam/episode/start
         self.written, self.cpu_ns = 0, 0  # messages recorded and CPU spent recording them (bench)
         for topic in topics:
             type_name, sensor = TOPICS[topic]
