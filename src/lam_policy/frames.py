@@ -1,0 +1,134 @@
+"""Demonstration frames as policies and training see them, and the windows cut from them.
+
+A ``Frames`` holds a dict of numpy arrays at a fixed rate ``fps``: ``observation.state`` (N, S),
+optional ``observation.object_poses`` (N, P) and ``observation.keypoints`` (N, 300), ``action``
+(N, A) and ``episode_index`` (N,), plus the ``joint_names`` (length A) the actions are for.
+Episodes are contiguous runs of ``episode_index``.
+
+A training sample at frame t is a window: the observation history t-h+1..t clamped to the
+episode's first frame (so the first frames of an episode repeat, exactly as ``select_action``
+fills its history after ``reset``) and the action chunk t..t+K-1, whose steps past the episode's
+end are padding (``action_is_pad``) and excluded from the loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+STATE, OBJECT_POSES, KEYPOINTS, ACTION, EPISODE = (
+    "observation.state", "observation.object_poses", "observation.keypoints", "action", "episode_index")
+OBSERVATION_KEYS = (STATE, OBJECT_POSES, KEYPOINTS)
+
+
+@dataclass
+class Frames:
+    """Demonstration frames: arrays by feature name, the action's joint names and the frame rate (Hz)."""
+
+    data: dict[str, np.ndarray]
+    joint_names: list[str]
+    fps: float
+
+    def __post_init__(self) -> None:
+        for name in ("data", "joint_names", "fps"):
+            if getattr(self, name) is None:
+                raise ValueError(f"Frames.{name} is None")
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"Frames.fps must be finite and > 0, got {self.fps!r}")
+        self.fps = float(self.fps)
+        for key in (STATE, ACTION, EPISODE):
+            if key not in self.data:
+                raise ValueError(f"Frames.data has no {key!r}; keys present: {sorted(self.data)}")
+        self.data = {k: np.asarray(v) for k, v in self.data.items()}
+        n = len(self.data[EPISODE])
+        if self.data[EPISODE].ndim != 1 or not np.issubdtype(self.data[EPISODE].dtype, np.integer):
+            raise ValueError(f"Frames.data['episode_index'] must be 1-D integers, got shape "
+                             f"{self.data[EPISODE].shape} dtype {self.data[EPISODE].dtype}")
+        for key in (*OBSERVATION_KEYS, ACTION):
+            if key in self.data:
+                self._check_feature(key, n)
+        self.joint_names = [str(j) for j in self.joint_names]
+        if len(self.joint_names) != self.data[ACTION].shape[1] or len(set(self.joint_names)) != len(self.joint_names):
+            raise ValueError(f"Frames.joint_names must name the {self.data[ACTION].shape[1]} action columns "
+                             f"once each, got {self.joint_names}")
+        self._check_contiguous()
+
+    def _check_feature(self, key: str, n: int) -> None:
+        arr = self.data[key]
+        if arr.ndim != 2 or len(arr) != n or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"Frames.data[{key!r}] must be a float (N={n}, D) array, got shape {arr.shape} "
+                             f"dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"Frames.data[{key!r}] has NaN or infinite values (first at row "
+                             f"{int(np.argwhere(~np.isfinite(arr))[0][0])})")
+
+    def _check_contiguous(self) -> None:
+        ep = self.data[EPISODE]
+        if len(ep) == 0:
+            raise ValueError("Frames.data has no frames")
+        starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
+        ids = ep[starts]
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("Frames.data['episode_index']: an episode appears in more than one run; "
+                             "episodes must be contiguous")
+
+    @classmethod
+    def from_dict(cls, data: dict, meta: dict | None = None) -> Frames:
+        """From the dataset reader's (arrays, metadata) pair; metadata carries joint_names and fps."""
+        if data is None:
+            raise ValueError("Frames.from_dict: data is None")
+        meta = meta or {}
+        for key in ("joint_names", "fps"):
+            if key not in meta:
+                raise ValueError(f"Frames.from_dict: metadata has no {key!r}; keys present: {sorted(meta)}")
+        return cls(dict(data), list(meta["joint_names"]), float(meta["fps"]))
+
+    def __len__(self) -> int:
+        return len(self.data[EPISODE])
+
+    def feature_dims(self, keys) -> dict[str, int]:
+        """Width of each named feature, e.g. {'observation.state': 8, 'action': 8}."""
+        missing = [k for k in keys if k not in self.data]
+        if missing:
+            raise ValueError(f"Frames.data has no {missing[0]!r} (the policy config uses it); keys present: "
+                             f"{sorted(self.data)}")
+        return {k: int(self.data[k].shape[1]) for k in keys}
+
+    def episode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame, the first frame of its episode and one past its last: (N,), (N,)."""
+        ep = self.data[EPISODE]
+        starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
+        ends = np.r_[starts[1:], len(ep)]
+        run = np.cumsum(np.r_[True, ep[1:] != ep[:-1]]) - 1
+        return starts[run], ends[run]
+
+    def episode_ids(self) -> np.ndarray:
+        """Episode ids in order of appearance."""
+        ep = self.data[EPISODE]
+        return ep[np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])]
+
+
+def window_indices(t: torch.Tensor, start: torch.Tensor, end: torch.Tensor, history: int, chunk: int):
+    """Frame indices of the windows at frames ``t`` (B,), in episodes [start, end) (B,), (B,).
+
+    Returns obs_idx (B, H) for t-H+1..t clamped to the episode start, act_idx (B, K) for
+    t..t+K-1 clamped to the episode's last frame, and pad (B, K): True past the episode end.
+    """
+    back = torch.arange(history - 1, -1, -1, device=t.device)
+    ahead = torch.arange(chunk, device=t.device)
+    obs_idx = torch.maximum(t[:, None] - back[None], start[:, None])  # (B, H)
+    act_raw = t[:, None] + ahead[None]  # (B, K)
+    pad = act_raw >= end[:, None]
+    act_idx = torch.minimum(act_raw, end[:, None] - 1)
+    return obs_idx, act_idx, pad
+
+
+def compute_stats(frames: Frames, keys, rows: np.ndarray | None = None, std_floor: float = 1e-2) -> dict:
+    """Per-feature mean and std (floored at ``std_floor``) over ``rows`` (default: all frames)."""
+    stats = {}
+    for key in keys:
+        arr = frames.data[key] if rows is None else frames.data[key][rows]
+        arr = arr.astype(np.float64)
+        stats[key] = {"mean": arr.mean(axis=0), "std": np.maximum(arr.std(axis=0), std_floor)}
+    return stats

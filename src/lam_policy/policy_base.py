@@ -1,0 +1,333 @@
+"""What every learned policy shares: config fields, normalisation, the inference buffers
+(observation history, temporal ensembling, chunk queue), checkpoint save/load and the surface
+``reset`` / ``select_action`` / ``predict_action_chunk`` / ``forward`` / ``save`` / ``load``.
+
+A subclass (``ACTPolicy``, ``MLPPolicy``) only builds its layers in ``_build`` and maps normalised
+observation windows to a normalised action chunk in ``_chunk`` and to a loss in ``_loss``.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from lam_policy.checkpoint import (CONFIG_FILE, STATS_FILE, WEIGHTS_FILE, CheckpointError, check_joint_names,
+                                   read_checkpoint, save_checkpoint)
+from lam_policy.frames import ACTION, OBSERVATION_KEYS, STATE
+
+POLICY_TYPES: dict[str, type[BasePolicy]] = {}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else as torch spells it."""
+    if device is None:
+        raise ValueError("device is None; use 'auto', 'cpu' or 'cuda[:N]'")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+def check_device_name(owner: str, device) -> None:
+    if device is None:
+        raise ValueError(f"{owner}.device is None; use 'auto', 'cpu' or 'cuda[:N]'")
+    if device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"{owner}.device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+
+
+@dataclass
+class PolicyConfig:
+    """Fields every policy has. Units: ``temporal_ensemble`` is per control step."""
+
+    observation_keys: tuple[str, ...] = (STATE,)  # state always; object_poses, keypoints optional
+    history: int = 2  # observation frames per decision (t-h+1..t)
+    chunk: int = 20  # K: actions predicted per decision
+    n_action_steps: int | None = None  # actions executed per chunk without ensembling (None = K)
+    temporal_ensemble: float | None = 0.01  # ACT's m in w_i = exp(-m i), oldest i=0; None = off
+    dropout: float = 0.1
+    std_floor: float = 1e-2  # floor of the normalisation std (a constant feature stays finite)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for f in fields(self):
+            if getattr(self, f.name) is None and f.name not in ("n_action_steps", "temporal_ensemble"):
+                raise ValueError(f"{name}.{f.name} is None")
+        keys = self.observation_keys
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f"{name}.observation_keys must be a list of feature names, got {keys!r}")
+        self.observation_keys = tuple(keys)
+        unknown = [k for k in self.observation_keys if k not in OBSERVATION_KEYS]
+        if unknown or STATE not in self.observation_keys or len(set(keys)) != len(keys):
+            raise ValueError(f"{name}.observation_keys must include {STATE!r} and only {OBSERVATION_KEYS}, "
+                             f"each once, got {keys!r}")
+        self._positive_ints(name, ("history", "chunk"))
+        if self.n_action_steps is not None and not 1 <= self.n_action_steps <= self.chunk:
+            raise ValueError(f"{name}.n_action_steps must be in 1..chunk ({self.chunk}) or None, "
+                             f"got {self.n_action_steps!r}")
+        te = self.temporal_ensemble
+        if te is not None and not (isinstance(te, (int, float)) and math.isfinite(te) and te >= 0):
+            raise ValueError(f"{name}.temporal_ensemble must be a finite number >= 0 or None, got {te!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{name}.dropout must be in [0, 1), got {self.dropout!r}")
+        if not (math.isfinite(self.std_floor) and self.std_floor > 0):
+            raise ValueError(f"{name}.std_floor must be finite and > 0, got {self.std_floor!r}")
+        check_device_name(name, self.device)
+
+    def _positive_ints(self, name: str, names) -> None:
+        for field_name in names:
+            value = getattr(self, field_name)
+            if value is None:
+                raise ValueError(f"{name}.{field_name} is None")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}.{field_name} must be an integer >= 1, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """From ``to_dict`` output (a JSON object); unknown fields are an error."""
+        if data is None:
+            raise ValueError(f"{cls.__name__}.from_dict: data is None")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _buffer_name(key: str, what: str) -> str:
+    return f"{key.replace('.', '__')}__{what}"
+
+
+class Normaliser(nn.Module):
+    """Per-feature (x - mean) / std with mean/std from the training data, kept as buffers that move
+    with the model but are saved to stats.json (not the weights)."""
+
+    def __init__(self, features: dict[str, int], stats: dict | None):
+        super().__init__()
+        self.features = dict(features)
+        for key, dim in self.features.items():
+            mean = np.zeros(dim) if stats is None else np.asarray(stats[key]["mean"], dtype=np.float64)
+            std = np.ones(dim) if stats is None else np.asarray(stats[key]["std"], dtype=np.float64)
+            if mean.shape != (dim,) or std.shape != (dim,) or not np.all(std > 0) or not np.all(np.isfinite(mean)):
+                raise ValueError(f"stats for {key!r}: need finite mean and positive std of shape ({dim},), got "
+                                 f"{mean.shape} and {std.shape}")
+            self.register_buffer(_buffer_name(key, "mean"), torch.tensor(mean, dtype=torch.float32), persistent=False)
+            self.register_buffer(_buffer_name(key, "std"), torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def normalise(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return (x - getattr(self, _buffer_name(key, "mean"))) / getattr(self, _buffer_name(key, "std"))
+
+    def unnormalise(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return x * getattr(self, _buffer_name(key, "std")) + getattr(self, _buffer_name(key, "mean"))
+
+    def to_json(self) -> dict:
+        return {key: {"mean": getattr(self, _buffer_name(key, "mean")).tolist(),
+                      "std": getattr(self, _buffer_name(key, "std")).tolist()} for key in self.features}
+
+
+class TemporalEnsembler:
+    """ACT's temporal ensembling: the action at step t is the weighted mean of every stored chunk's
+    prediction for t, w_i = exp(-m i) with i = 0 the oldest chunk still covering t."""
+
+    def __init__(self, coef: float, chunk: int):
+        self.coef, self.chunk = float(coef), chunk
+        self.weights = np.exp(-self.coef * np.arange(chunk))  # (K,)
+        self.chunks: deque[np.ndarray] = deque(maxlen=chunk)
+
+    def reset(self) -> None:
+        self.chunks.clear()
+
+    def update(self, chunk: np.ndarray) -> np.ndarray:
+        """Add the chunk predicted at this step (K, A); return this step's action (A,)."""
+        self.chunks.append(chunk)
+        n = len(self.chunks)
+        preds = np.stack([c[n - 1 - i] for i, c in enumerate(self.chunks)])  # (n, A), oldest first
+        w = self.weights[:n]
+        return (w @ preds) / w.sum()
+
+
+class BasePolicy(nn.Module):
+    """A policy: observation windows -> K-step chunk of joint targets (see module docstring)."""
+
+    policy_type: ClassVar[str] = ""
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.policy_type:
+            POLICY_TYPES[cls.policy_type] = cls
+
+    def __init__(self, config: PolicyConfig, features: dict[str, int], joint_names: list[str], fps: float,
+                 stats: dict | None = None):
+        super().__init__()
+        if config is None or not isinstance(config, self.config_class):
+            raise ValueError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        needed = [*config.observation_keys, ACTION]
+        missing = [k for k in needed if k not in features]
+        if missing:
+            raise ValueError(f"features has no {missing[0]!r}; the config uses {needed}")
+        if len(joint_names) != features[ACTION]:
+            raise ValueError(f"joint_names has {len(joint_names)} names for an action of width {features[ACTION]}")
+        self.config = config
+        self.features = {k: int(features[k]) for k in needed}
+        self.joint_names = [str(j) for j in joint_names]
+        self.fps = float(fps)
+        self.device = resolve_device(config.device)
+        self.normaliser = Normaliser(self.features, stats)
+        self._build()
+        self.to(self.device)
+        self.reset()
+
+    # ---------------------------------------------------------------- subclass hooks
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _chunk(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised observation windows {key: (B, H, D)} -> normalised chunk (B, K, A)."""
+        raise NotImplementedError
+
+    def _loss(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, pad: torch.Tensor):
+        """Normalised windows, actions (B, K, A) and pad mask (B, K) -> (loss, logs)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the surface
+    def reset(self) -> None:
+        """Forget the observation history and queued/ensembled actions (call at episode start)."""
+        self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.config.history)
+        self._queue: deque[np.ndarray] = deque()
+        te = self.config.temporal_ensemble
+        self._ensembler = TemporalEnsembler(te, self.config.chunk) if te is not None else None
+
+    def _as_tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32).to(self.device)
+
+    def _normalised_obs(self, obs: dict) -> dict[str, torch.Tensor]:
+        out = {}
+        for key in self.config.observation_keys:
+            if key not in obs:
+                raise ValueError(f"observation has no {key!r}; the policy uses {list(self.config.observation_keys)}")
+            x = self._as_tensor(obs[key])
+            if x.ndim != 3 or x.shape[1] != self.config.history or x.shape[2] != self.features[key]:
+                raise ValueError(f"observation {key!r} must be (B, {self.config.history}, {self.features[key]}), "
+                                 f"got {tuple(x.shape)}")
+            out[key] = self.normaliser.normalise(key, x)
+        return out
+
+    def predict_action_chunk(self, obs_batch: dict) -> torch.Tensor:
+        """Observation windows {key: (B, H, D)} (raw units) -> joint targets (B, K, A), raw units.
+        Always evaluates in inference mode (no dropout, VAE latent at the prior mean)."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                chunk = self._chunk(self._normalised_obs(obs_batch))
+                return self.normaliser.unnormalise(ACTION, chunk)
+        finally:
+            self.train(was_training)
+
+    def select_action(self, obs: dict) -> np.ndarray:
+        """One control step: this frame's observation {key: (D,)} -> joint targets (A,) in
+        ``joint_names`` order. Keeps its own history (filled with the first frame after ``reset``)
+        and, with ``temporal_ensemble`` set, predicts a chunk every step and ensembles; otherwise
+        executes ``n_action_steps`` of each chunk before predicting the next."""
+        frame = {}
+        for key in self.config.observation_keys:
+            if key not in obs:
+                raise ValueError(f"observation has no {key!r}; the policy uses {list(self.config.observation_keys)}")
+            frame[key] = self._as_tensor(obs[key]).reshape(-1)
+        while len(self._history) < self.config.history - 1:
+            self._history.append(frame)
+        self._history.append(frame)
+        if self._ensembler is None and self._queue:
+            return self._queue.popleft()
+        window = {k: torch.stack([f[k] for f in self._history])[None] for k in frame}  # (1, H, D)
+        chunk = self.predict_action_chunk(window)[0].double().cpu().numpy()  # (K, A)
+        if self._ensembler is not None:
+            return self._ensembler.update(chunk)
+        self._queue.extend(chunk[: self.config.n_action_steps or self.config.chunk])
+        return self._queue.popleft()
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on raw-unit windows: {obs key: (B, H, D), 'action': (B, K, A),
+        'action_is_pad': (B, K) bool (optional)} -> (scalar loss, logs of floats)."""
+        obs = self._normalised_obs(batch)
+        actions = self.normaliser.normalise(ACTION, self._as_tensor(batch[ACTION]))
+        if actions.ndim != 3 or actions.shape[1:] != (self.config.chunk, self.features[ACTION]):
+            raise ValueError(f"batch 'action' must be (B, {self.config.chunk}, {self.features[ACTION]}), "
+                             f"got {tuple(actions.shape)}")
+        pad = batch.get("action_is_pad")
+        pad = torch.zeros(actions.shape[:2], dtype=torch.bool, device=self.device) if pad is None \
+            else torch.as_tensor(pad, dtype=torch.bool).to(self.device)
+        return self._loss(obs, actions, pad)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self, directory) -> Path:
+        """Write model.safetensors, config.json and stats.json to ``directory``."""
+        return save_checkpoint(directory, policy_type=self.policy_type, config=self.config.to_dict(),
+                               joint_names=self.joint_names, fps=self.fps, features=self.features,
+                               state_dict=self.state_dict(), stats=self.normaliser.to_json())
+
+    @classmethod
+    def load(cls, directory, expected_joint_names: list[str] | None = None, device: str = "auto") -> BasePolicy:
+        """Load a checkpoint folder, verified (files, sha256, policy type, shapes, joint names);
+        any problem raises CheckpointError naming the file. Returned in eval mode on ``device``."""
+        expected_type = cls.policy_type or None
+        files = read_checkpoint(directory, expected_type)
+        meta = files.meta
+        target = POLICY_TYPES.get(meta["policy_type"])
+        if target is None:
+            raise CheckpointError(f"{CONFIG_FILE}: unknown policy_type {meta['policy_type']!r}; known: {sorted(POLICY_TYPES)}")
+        try:
+            config = replace(target.config_class.from_dict(meta["config"]), device=device)
+            features = {k: int(v[0]) for k, v in meta["features"].items()}
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"{CONFIG_FILE}: invalid config ({exc})") from None
+        check_joint_names(meta["joint_names"], expected_joint_names)
+        try:
+            policy = target(config, features, meta["joint_names"], meta["fps"], files.stats)
+        except (ValueError, KeyError, TypeError) as exc:
+            name = STATS_FILE if isinstance(exc, KeyError) or "stats" in str(exc) else CONFIG_FILE
+            raise CheckpointError(f"{name}: does not fit the model ({exc})") from None
+        _load_weights(policy, files.state_dict)
+        return policy.eval()
+
+
+def masked_l1(pred: torch.Tensor, actions: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Mean |pred - actions| over the chunk steps that are not padding: (B, K, A), (B, K, A), (B, K)."""
+    valid = (~pad).unsqueeze(-1).to(pred.dtype)  # (B, K, 1)
+    return ((pred - actions).abs() * valid).sum() / (valid.sum() * actions.shape[-1]).clamp_min(1.0)
+
+
+def _load_weights(policy: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    own = policy.state_dict()
+    missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{WEIGHTS_FILE}: tensors do not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    for name, tensor in state_dict.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise CheckpointError(f"{WEIGHTS_FILE}: {name} has shape {tuple(tensor.shape)}, the model expects "
+                                  f"{tuple(own[name].shape)}")
+    policy.load_state_dict(state_dict)
+
+
+def load_policy(directory, expected_joint_names: list[str] | None = None, device: str = "auto") -> BasePolicy:
+    """Load any policy type from a checkpoint folder (dispatch on config.json's policy_type)."""
+    import lam_policy.act  # noqa: F401  (registers 'act')
+    import lam_policy.mlp  # noqa: F401  (registers 'mlp')
+
+    return BasePolicy.load(directory, expected_joint_names, device)
