@@ -278,6 +278,30 @@ def test_posture_target_rejects_bad_values(field, kwargs):
         PostureTarget(**kwargs)
 
 
+def test_trust_region_bounds_each_joint_and_gets_closer(arm):
+    """``max_change`` keeps every arm joint within it of the seed, the TCP ends closer to a far
+    target than the seed is (the joints that can move take over), ``bounded`` says the trust
+    region stopped it; a trust region the solution fits in changes nothing."""
+    rng = np.random.default_rng(SEED)
+    bound = 0.05 * arm.model.velocity[arm.solver.arm_index]  # rad: 0.1 s at half the URDF speed
+    for q_true in random_configs(arm, rng, 20):
+        position, rotation = tcp(arm, q_true)
+        result = arm.solver.solve(position, rotation, arm.home, max_change=bound)
+        assert_valid(arm, result, arm.home)
+        step = np.abs(result.q - arm.home)[arm.solver.arm_index]
+        assert np.all(step <= bound + 1e-9), step
+        start = np.linalg.norm(tcp(arm, arm.home)[0] - position)
+        assert result.position_error < start, (result.position_error, start)
+        assert result.bounded or result.reachable
+    position, rotation = tcp(arm, arm.home)
+    target = position + np.array([0.0, 0.01, 0.0])
+    free, roomy = (arm.solver.solve(target, rotation, arm.home, max_change=m) for m in (None, 10.0))
+    np.testing.assert_array_equal(free.q, roomy.q)
+    assert not roomy.bounded
+    with pytest.raises(ValueError, match="max_change"):
+        arm.solver.solve(target, rotation, arm.home, max_change=-0.1)
+
+
 def test_solver_rejects_bad_setup_and_inputs():
     robot = RobotConfig()
     model = robot.load_model()

@@ -21,7 +21,7 @@ from lam_capture.skeleton import BODY, RIGHT_HAND, Keypoints
 from lam_control.robot import RobotConfig, panda
 from lam_policy.gestures import GripperConfig, PinchGripper
 from lam_policy.ik import IKConfig
-from lam_policy.retarget import RetargetConfig, Retargeter, read_arm
+from lam_policy.retarget import PathFollower, RetargetConfig, Retargeter, read_arm
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,15 @@ def base(clips) -> Keypoints:
     return clips["walk"][0]
 
 
+STATIC = {"joint_speed_scale": 0.0, "path_lag": 0.0}  # the mapping and IK alone, no tracking dynamics
+
+
 def make_retargeter(robot_name: str, **overrides) -> Retargeter:
+    """The mapping and IK with any one target reached at once (no per-frame trust region, no
+    path following: those have tests of their own), unless ``overrides`` says otherwise."""
     preset, shoulder, elbow = ROBOTS[robot_name]
     return Retargeter(preset(), RetargetConfig(robot_shoulder_link=shoulder, robot_elbow_link=elbow,
-                                               **overrides))
+                                               **{**STATIC, **overrides}))
 
 
 def fk(rt: Retargeter, q: np.ndarray, link: str | None = None) -> np.ndarray:
@@ -244,6 +249,55 @@ def test_mocap_clips_give_finite_in_limit_commands(robot_name, clip, clips):
         assert p95 < 0.005, f"IK position error p95 {p95 * 1e3:.1f} mm on walk"
 
 
+# -- tracking dynamics -----------------------------------------------------------------------------
+@pytest.mark.parametrize("robot_name", ROBOTS)
+def test_lagging_arm_steps_within_the_trust_region_toward_the_operator(robot_name, clips):
+    """The default config on a real clip, the arm reaching each command in one frame: every
+    command stays within joint_speed_scale x URDF velocity x step_horizon of the arm's joints,
+    and the TCP ends each step closer to the target it aimed at than it started."""
+    rt = make_retargeter(robot_name, joint_speed_scale=0.5, step_horizon=0.1, path_lag=0.3)
+    bound = 0.5 * 0.1 * rt.model.velocity[:len(rt.robot.joint_names)]
+    q, commands = rt.robot.home_positions(), 0
+    for kp in clips["dance_a"]:  # the fastest clip: up to 9 m/s, far beyond the arm
+        result = rt.update(kp, q, kp.stamp)
+        if result is None:
+            continue
+        commands += 1
+        assert_in_limits(rt, result.q)
+        step = np.abs(result.q - q)[:len(bound)]
+        assert np.all(step <= bound + 1e-9), f"step {step} beyond the trust region {bound}"
+        before = np.linalg.norm(fk(rt, q)[:3, 3] - result.target_position)
+        after = np.linalg.norm(fk(rt, result.q)[:3, 3] - result.target_position)
+        assert after <= before + rt.ik.config.position_tolerance, (before, after)
+        assert result.reachable, "a target the trust region defers counted as unreachable"
+        q = result.q
+    assert commands > 50
+
+
+def test_path_follower_pursues_along_the_path_and_never_goes_back():
+    """An L-shaped path 1 m long; an arm at its corner aims 0.1 m further along it, not at the
+    newest point (that would cut the corner); progress stays when the arm falls back; a path
+    older than ``lag`` is skipped; an arm at the newest point aims there."""
+    follower = PathFollower(lag=1.0, lookahead=0.1)
+    pts = [np.array([x, 0.0, 0.0]) for x in np.linspace(0.0, 0.5, 6)] + \
+          [np.array([0.5, y, 0.0]) for y in np.linspace(0.1, 0.5, 5)]
+    for i, point in enumerate(pts):
+        follower.add(0.05 * i, point, i)
+    aim, payload = follower.aim(np.array([0.5, 0.0, 0.0]), 0.5)
+    np.testing.assert_allclose(aim, [0.5, 0.1, 0.0], atol=1e-9)
+    assert payload == 6
+    aim, _ = follower.aim(np.array([0.0, 0.0, 0.0]), 0.5)  # the arm fell back: progress stays
+    np.testing.assert_allclose(aim, [0.5, 0.1, 0.0], atol=1e-9)
+    aim, payload = follower.aim(np.array([0.5, 0.45, 0.0]), 0.5)
+    np.testing.assert_allclose(aim, pts[-1], atol=1e-9)
+    assert payload == len(pts) - 1
+    late = PathFollower(lag=0.1, lookahead=0.05)
+    for i, point in enumerate(pts):
+        late.add(0.05 * i, point, i)
+    aim, _ = late.aim(np.array([0.0, 0.0, 0.0]), 0.5)  # path before t = 0.4 s is skipped
+    np.testing.assert_allclose(aim, [0.5, 0.35, 0.0], atol=1e-9)
+
+
 # -- mirror -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("robot_name", ROBOTS)
 @pytest.mark.parametrize("mirror, sign", [(False, 1.0), (True, -1.0)])
@@ -406,6 +460,10 @@ def test_lost_driving_arm_holds(landmark, base):
     (RetargetConfig, {"calibration_frames": 0}, "calibration_frames"),
     (RetargetConfig, {"min_confidence": 1.5}, "min_confidence"),
     (RetargetConfig, {"engage": "voice"}, "engage"),
+    (RetargetConfig, {"joint_speed_scale": -0.5}, "joint_speed_scale"),
+    (RetargetConfig, {"step_horizon": float("nan")}, "step_horizon"),
+    (RetargetConfig, {"path_lag": -1.0}, "path_lag"),
+    (RetargetConfig, {"path_lookahead": float("inf")}, "path_lookahead"),
     (GripperConfig, {"close_below": 0.06}, "close_below"),
     (GripperConfig, {"open_above": float("nan")}, "open_above"),
     (GripperConfig, {"min_confidence": None}, "min_confidence"),

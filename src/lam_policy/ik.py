@@ -112,6 +112,7 @@ class IKResult:
     iterations: int  # over the warm start and any restarts
     converged: bool  # both tolerances met
     reachable: bool  # the position tolerance met
+    bounded: bool = False  # a joint ended on the trust region (``max_change``): later frames go on
 
 
 class _Chain:
@@ -195,6 +196,8 @@ class _Goal:
     posture: PostureTarget | None
     ee: _Chain
     elbow: _Chain | None
+    lower: np.ndarray  # (a,) this solve's joint bounds: the margin-shrunk limits, within any trust region
+    upper: np.ndarray  # (a,)
 
 
 def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -318,12 +321,19 @@ class IKSolver:
             raise ValueError(f"PostureTarget.link {posture.link!r} is not a link of the model")
         use_rot = target_rot is not None and self.config.orientation_weight > 0
         return _Goal(target_pos, target_rot if use_rot else None, posture, self._chain(self.ee_link, seed),
-                     None if posture is None else self._chain(posture.link, seed)), seed
+                     None if posture is None else self._chain(posture.link, seed), self.lower, self.upper), seed
 
     def solve(self, target_pos: np.ndarray, target_rot: np.ndarray | None, seed: np.ndarray,
-              posture: PostureTarget | None = None) -> IKResult:
+              posture: PostureTarget | None = None, max_change: np.ndarray | float | None = None) -> IKResult:
         """Configuration putting the TCP at ``target_pos`` (3,) with rotation ``target_rot`` (3, 3)
         (None: any), warm-started from ``seed`` (n,) over the model's joints.
+
+        ``max_change`` (rad, scalar or (a,) over the arm joints; None: unbounded) is a trust
+        region: no arm joint ends further than this from the seed. A target outside it gives the
+        configuration inside that gets the TCP closest (position first), with ``reachable=False``:
+        teleoperation bounds each frame's step by what the arm can move in that time, so the joints
+        that can still move take over from the saturated ones, and no far IK solution is commanded
+        that the safety filter would approach along a different, per-joint-capped path.
 
         Always finite and within the margin-shrunk limits; deterministic. An unreachable target
         gives the closest configuration found, with ``reachable=False``.
@@ -332,11 +342,16 @@ class IKSolver:
         in_reach = np.linalg.norm(goal.target_pos - goal.ee.anchor) <= goal.ee.reach
         position_only = goal.target_rot is None or not in_reach
         q0 = np.clip(seed[self.arm_index], self.lower, self.upper)
+        if max_change is not None:
+            bound = np.broadcast_to(np.asarray(max_change, dtype=float), q0.shape)
+            if not np.all(bound >= 0):  # also rejects NaN
+                raise ValueError(f"IK max_change must be >= 0 rad per arm joint or None, got {max_change!r}")
+            goal.lower, goal.upper = np.maximum(self.lower, q0 - bound), np.minimum(self.upper, q0 + bound)
         first = self._evaluate(q0, goal)
         cold = first[3] > self.config.cold_error  # tracking an unreachable orientation stays warm
         best = self._descend(q0, goal, position_only, first)
         iterations = best.iterations
-        if not best.converged and in_reach and cold and self.config.restarts:
+        if not best.converged and in_reach and cold and self.config.restarts and max_change is None:
             rng = np.random.default_rng(RESTART_SEED)
             low, high = np.maximum(self.lower, -math.pi), np.minimum(self.upper, math.pi)
             for _ in range(self.config.restarts):
@@ -351,8 +366,11 @@ class IKSolver:
             best = tail if tail.position_error < best.position_error else best
         q = seed.copy()
         q[self.arm_index] = best.q
+        bounded = max_change is not None and bool(np.any(
+            ((best.q <= goal.lower + 1e-9) & (goal.lower > self.lower))
+            | ((best.q >= goal.upper - 1e-9) & (goal.upper < self.upper))))
         return IKResult(q, best.position_error, best.orientation_error, iterations, best.converged,
-                        best.reachable)
+                        best.reachable, bounded)
 
     def _evaluate(self, q: np.ndarray, goal: _Goal) -> tuple:
         """(jacobian (6 or 3, a), position error (3,), rotation error (3,), |pos|, |rot|)."""
@@ -377,16 +395,16 @@ class IKSolver:
                 break
             tasks = self._tasks(q, cur, split, goal, secondary=primary)
             if primary:  # a null-space step, taken as is: the next steps restore the primary task
-                dq, pull = self._clamped_step(q, tasks, 0.0)
+                dq, pull = self._clamped_step(q, tasks, 0.0, goal)
                 if np.max(np.abs(dq - pull)) < SETTLED_STEP:
                     break
-                q = np.clip(q + dq, self.lower, self.upper)
+                q = np.clip(q + dq, goal.lower, goal.upper)
                 cur = self._evaluate(q, goal)
                 continue
             score = cur[3] if split else math.hypot(cur[3], w * cur[4])
             for _ in range(LM_ATTEMPTS):
-                dq, _ = self._clamped_step(q, tasks, extra)
-                q_new = np.clip(q + dq, self.lower, self.upper)
+                dq, _ = self._clamped_step(q, tasks, extra, goal)
+                q_new = np.clip(q + dq, goal.lower, goal.upper)
                 new = self._evaluate(q_new, goal)
                 new_score = new[3] if split else math.hypot(new[3], w * new[4])
                 if new_score < score:
@@ -419,10 +437,10 @@ class IKSolver:
             tasks.append((pjac, goal.posture.position - pose[:3, 3], gain, POSTURE_DAMPING))
         return tasks
 
-    def _clamped_step(self, q: np.ndarray, tasks: list, extra: float) -> tuple[np.ndarray, np.ndarray]:
-        """A step (a,) within the limits, and its rest-pull part: joints that would cross a bound
-        are pinned on it and the tasks re-solved over the others (a clamping loop)."""
-        cfg, n = self.config, len(q)
+    def _clamped_step(self, q: np.ndarray, tasks: list, extra: float, goal: _Goal) -> tuple[np.ndarray, np.ndarray]:
+        """A step (a,) within the goal's bounds, and its rest-pull part: joints that would cross a
+        bound are pinned on it and the tasks re-solved over the others (a clamping loop)."""
+        cfg, n, lower, upper = self.config, len(q), goal.lower, goal.upper
         rest = None if self.rest is None or cfg.rest_gain == 0 else cfg.rest_gain * (self.rest - q)
         free, pinned = np.ones(n, dtype=bool), np.zeros(n)
         while True:
@@ -432,10 +450,10 @@ class IKSolver:
                                                 extra, None if rest is None else rest[free])
             dq = pinned.copy()
             dq[free] = step
-            over = free & ((q + dq < self.lower) | (q + dq > self.upper))
+            over = free & ((q + dq < lower) | (q + dq > upper))
             if not over.any():
                 break
-            pinned[over] = np.clip(q[over] + dq[over], self.lower[over], self.upper[over]) - q[over]
+            pinned[over] = np.clip(q[over] + dq[over], lower[over], upper[over]) - q[over]
             free &= ~over
         pull = np.zeros(n)
         pull[free] = pull_free

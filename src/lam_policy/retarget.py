@@ -59,6 +59,20 @@ class RetargetConfig:
     engage: str = "always"  # always | gesture (other hand raised) | service (/lam/engage)
     min_confidence: float = 0.5
     posture_weight: float = 1.0
+    # Per-frame IK trust region: no arm joint is asked to move further from its current position
+    # than joint_speed_scale x its URDF velocity limit x step_horizon. The safety filter caps
+    # joint speed anyway (control.yaml velocity_scale); a farther IK solution would be
+    # approached joint by joint, each at its own cap, along a path the operator never drew.
+    # Bounded, the IK moves the joints that can still move. joint_speed_scale 0 = unbounded.
+    joint_speed_scale: float = 0.5  # fraction of the URDF velocity limits, as the safety filter
+    step_horizon: float = 0.1  # s of motion at that speed one frame may command
+    # An arm slower than the operator (the safety caps) follows the operator's path rather than
+    # cutting straight across to the newest point: it aims path_lookahead m ahead of its own
+    # position along the path shown in the last path_lag s. When it keeps up, that is the newest
+    # point (no added lag); it never falls further behind than path_lag. path_lag 0 = always aim
+    # at the newest point.
+    path_lag: float = 0.3  # s
+    path_lookahead: float = 0.08  # m
     # Teleop solves are warm (seeded with the arm's state): no random restarts, which could jump
     # to another IK branch, and a short iteration budget (measured: 2-5 ms per frame).
     ik: IKConfig = field(default_factory=lambda: IKConfig(restarts=0, max_iterations=15, orientation_weight=0.05))
@@ -83,7 +97,8 @@ class RetargetConfig:
             raise ValueError(f"RetargetConfig.neutral_offset must be 3 finite metres, got {self.neutral_offset}")
         if not 0 < self.reach_margin <= 1:
             raise ValueError(f"RetargetConfig.reach_margin must be in (0, 1], got {self.reach_margin!r}")
-        for name in ("scale", "robot_reach", "anchor_decay", "anchor_min", "posture_weight"):
+        for name in ("scale", "robot_reach", "anchor_decay", "anchor_min", "posture_weight", "joint_speed_scale",
+                     "step_horizon", "path_lag", "path_lookahead"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"RetargetConfig.{name} must be finite and >= 0, got {value!r}")
@@ -143,6 +158,54 @@ def _frame(z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return np.column_stack([np.cross(y, z), y, z])
 
 
+class PathFollower:
+    """The operator's recent path and a pursuit point on it for an arm that may lag behind.
+
+    ``add`` appends a target (3,) with a payload (what goes with it: orientation, posture);
+    ``aim`` projects the TCP (3,) onto the path shown since ``max(progress, now - lag)`` (the
+    arm's progress never goes back) and returns the point ``lookahead`` m further along it (the
+    newest point when the path ends sooner) with the payload of the first sample at or after it.
+    """
+
+    def __init__(self, lag: float, lookahead: float):
+        self.lag, self.lookahead = lag, lookahead
+        self.reset()
+
+    def reset(self) -> None:
+        self.times: list[float] = []
+        self.points: list[np.ndarray] = []
+        self.payloads: list = []
+        self.progress = -np.inf  # s: time along the path the arm has reached
+
+    def add(self, now: float, point: np.ndarray, payload=None) -> None:
+        self.times.append(now)
+        self.points.append(np.asarray(point, dtype=float))
+        self.payloads.append(payload)
+
+    def aim(self, tcp: np.ndarray, now: float) -> tuple[np.ndarray, object]:
+        start = max(self.progress, now - self.lag)
+        while len(self.times) > 1 and self.times[1] <= start:  # drop samples before the start
+            del self.times[0], self.points[0], self.payloads[0]
+        times, pts = np.asarray(self.times), np.array(self.points)  # (m,), (m, 3)
+        if len(times) > 1 and times[0] < start:  # the path begins at its point at ``start``
+            f = (start - times[0]) / (times[1] - times[0])
+            times[0], pts[0] = start, pts[0] + f * (pts[1] - pts[0])
+        if len(times) < 2 or self.lag <= 0:
+            return self.points[-1], self.payloads[-1]
+        seg = pts[1:] - pts[:-1]  # (m-1, 3)
+        length = np.linalg.norm(seg, axis=1)  # (m-1,)
+        frac = np.clip(np.einsum("ij,ij->i", tcp - pts[:-1], seg) / np.maximum(length**2, 1e-18), 0.0, 1.0)
+        j = int(np.argmin(np.linalg.norm(pts[:-1] + frac[:, None] * seg - tcp, axis=1)))  # nearest segment
+        self.progress = max(self.progress, times[j] + frac[j] * (times[j + 1] - times[j]))
+        cum = np.concatenate([[0.0], np.cumsum(length)])  # (m,) arc length at each sample
+        s_aim = cum[j] + frac[j] * length[j] + self.lookahead
+        if s_aim >= cum[-1]:
+            return self.points[-1], self.payloads[-1]
+        k = int(np.searchsorted(cum, s_aim, side="right")) - 1
+        point = pts[k] + (s_aim - cum[k]) / max(length[k], 1e-18) * seg[k]
+        return point, self.payloads[int(np.searchsorted(cum, s_aim, side="left"))]  # the sample at or after it
+
+
 @dataclass
 class RetargetResult:
     """One command: ``q`` over the robot's command joints (arm then gripper)."""
@@ -152,7 +215,7 @@ class RetargetResult:
     absolute_target: np.ndarray  # (3,) scaled operator grip path, no anchoring offset
     target_rotation: np.ndarray | None
     position_error: float  # m between the IK solution's TCP and the target
-    reachable: bool
+    reachable: bool  # IK reached the target, or is on its way (stopped by the per-frame trust region)
     gripper_closed: bool
 
 
@@ -170,6 +233,9 @@ class Retargeter:
                                  f"{self.model.link_names}")
         self.ik = IKSolver(self.model, robot.joint_names, robot.ee_link, c.ik)
         self.n_cmd = len(robot.command_joints)
+        arm_velocity = self.model.velocity[[self.model.joint_names.index(j) for j in robot.joint_names]]
+        trust = c.joint_speed_scale * c.step_horizon * arm_velocity  # (a,) rad
+        self.max_change = trust if c.joint_speed_scale > 0 and c.step_horizon > 0 else None
         self._pad = np.zeros(len(self.model.joint_names) - self.n_cmd)  # joints beyond the command set
         self.axes = (MIRROR @ BODY_TO_ROBOT) if c.mirror else BODY_TO_ROBOT
         self.robot_shoulder = self._link_pose(np.zeros(self.n_cmd), c.robot_shoulder_link)[:3, 3]
@@ -180,6 +246,7 @@ class Retargeter:
         self._reaches: list[float] = []
         self.scale = c.scale or None
         self._anchor: tuple[np.ndarray, np.ndarray | None, float] | None = None  # offset, rot align, t
+        self.path = PathFollower(c.path_lag, c.path_lookahead)
         self.active = False
 
     # -- geometry ---------------------------------------------------------------------------
@@ -219,6 +286,7 @@ class Retargeter:
         hand_rot = self.map_rotation(arm.hand_rot) if (arm.hand_rot is not None and self.config.orientation) else None
         if not self.active:
             self._anchor_at(q_now, absolute, hand_rot, now)
+            self.path.reset()
             self.active = True
         offset, align, t0 = self._anchor
         decay = np.exp(-(now - t0) / self.config.anchor_decay) if self.config.anchor_decay > 0 else 1.0
@@ -229,11 +297,14 @@ class Retargeter:
             posture = PostureTarget(self.config.robot_elbow_link, self.map_point(arm.elbow, arm.shoulder),
                                     self.config.posture_weight)
         seed = self.full(q_now)
-        result = self.ik.solve(target, target_rot, seed, posture)
+        self.path.add(now, target, (target_rot, posture))
+        target, (target_rot, posture) = self.path.aim(self._link_pose(q_now, self.robot.ee_link)[:3, 3], now)
+        result = self.ik.solve(target, target_rot, seed, posture, self.max_change)
         q = result.q[: self.n_cmd].copy()
         n_arm = len(self.robot.joint_names)
         q[n_arm:] = 0.0 if closed else self.robot.gripper_home
-        return RetargetResult(q, target, absolute, target_rot, result.position_error, result.reachable, closed)
+        return RetargetResult(q, target, absolute, target_rot, result.position_error,
+                              result.reachable or result.bounded, closed)
 
     def within_reach(self, target: np.ndarray) -> np.ndarray:
         """The target moved into the reach sphere around the robot's shoulder (toward the target,
