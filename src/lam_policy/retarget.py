@@ -70,8 +70,10 @@ class RetargetConfig:
     # cutting straight across to the newest point: it aims path_lookahead m ahead of its own
     # position along the path shown in the last path_lag s. When it keeps up, that is the newest
     # point (no added lag); it never falls further behind than path_lag. path_lag 0 = always aim
-    # at the newest point.
-    path_lag: float = 0.3  # s
+    # at the newest point. Off by default: measured with `lam mimic` it helped walk and dance_a
+    # (path deviation -25 / -10%) but hurt punch and kick (+25%), added time-aligned error, and
+    # raised the half-scale e2e test's p95 from ~44 to 56-94 mm.
+    path_lag: float = 0.0  # s
     path_lookahead: float = 0.08  # m
     # Teleop solves are warm (seeded with the arm's state): no random restarts, which could jump
     # to another IK branch, and a short iteration budget (measured: 2-5 ms per frame).
