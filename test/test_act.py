@@ -11,10 +11,11 @@ import torch
 from lam_policy.act import ACTConfig, ACTPolicy
 from lam_policy.bench_act import REACH_JOINTS, _latency, synthetic_reach_frames
 from lam_policy.checkpoint import CheckpointError
-from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, OBJECT_POSES, STATE, Frames, compute_stats, window_indices
+from lam_policy.frames import (ACTION, EPISODE, KEYPOINTS, OBJECT_POSES, STATE, Frames, WindowSource, compute_stats,
+                               window_indices)
 from lam_policy.mlp import MLPConfig, MLPPolicy
 from lam_policy.policy_base import load_policy, resolve_device
-from lam_policy.train import TrainConfig, WindowSource, train
+from lam_policy.train import TrainConfig, train
 
 KEYS = (STATE, OBJECT_POSES)
 SMALL_ACT = dict(d_model=64, heads=4, encoder_layers=1, decoder_layers=1, ff_dim=128, latent_dim=8, vae_layers=1)
@@ -50,7 +51,8 @@ def make_policy(kind: str, frames: Frames, **overrides):
 
 
 def windows(policy, frames: Frames, rows) -> dict:
-    source = WindowSource(frames, (*policy.config.observation_keys, ACTION), policy.config, policy.device)
+    source = WindowSource(frames, (*policy.config.observation_keys, ACTION), policy.config.history,
+                          policy.config.chunk, policy.device)
     return source.batch(np.asarray(rows))
 
 

@@ -65,9 +65,22 @@ def _latency(policy, frames: Frames, iters: int) -> dict:
             "select_action_p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
 
-def bench_policy(device: str = "auto", iters: int = 500, train_steps: int = 30, batch_size: int = 64) -> dict:
+def bench_policy(device: str = "auto", iters: int = 500, train_steps: int = 30, batch_size: int = 64,
+                 threads: int | None = None) -> dict:
     """select_action p50/p99 (ms, temporal ensembling on) and training samples/s for the default
-    ACT and MLP configs (observations: state + object poses) on ``device``."""
+    ACT and MLP configs (observations: state + object poses) on ``device``. ``threads`` sets
+    torch's intra-op threads for the measurement (None: leave as is); a policy process on a CPU
+    shared with other work has the steadiest latency with 1."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _bench(device, iters, train_steps, batch_size)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench(device: str, iters: int, train_steps: int, batch_size: int) -> dict:
     from lam_policy.train import TrainConfig, train
 
     frames = synthetic_reach_frames(n_episodes=8, seed=0)

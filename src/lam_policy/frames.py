@@ -9,10 +9,16 @@ A training sample at frame t is a window: the observation history t-h+1..t clamp
 episode's first frame (so the first frames of an episode repeat, exactly as ``select_action``
 fills its history after ``reset``) and the action chunk t..t+K-1, whose steps past the episode's
 end are padding (``action_is_pad``) and excluded from the loss.
+
+Until the dataset reader lands, frames also travel as ``.npz`` (never pickled) with a sidecar
+``<stem>.json`` holding joint_names and fps (``save_frames_npz`` / ``load_npz_frames``).
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,3 +138,69 @@ def compute_stats(frames: Frames, keys, rows: np.ndarray | None = None, std_floo
         arr = arr.astype(np.float64)
         stats[key] = {"mean": arr.mean(axis=0), "std": np.maximum(arr.std(axis=0), std_floor)}
     return stats
+
+
+def load_npz_frames(paths) -> tuple[dict[str, np.ndarray], dict]:
+    """Frames from .npz files (allow_pickle=False), each with metadata in a sidecar ``<stem>.json``
+    ({"joint_names": [...], "fps": 30.0}). Several files are concatenated; episode indices are
+    renumbered so episodes from different files stay distinct."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not paths:
+        raise ValueError("load_npz_frames: no files given")
+    parts, meta = [], None
+    for path in paths:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+        side = path.with_suffix(".json")
+        if not side.is_file():
+            raise ValueError(f"{path}: metadata {side.name} (joint_names, fps) is missing next to it")
+        file_meta = json.loads(side.read_text())
+        if meta is not None and (file_meta.get("joint_names") != meta.get("joint_names")
+                                 or file_meta.get("fps") != meta.get("fps")):
+            raise ValueError(f"{path}: joint_names/fps differ from {paths[0]}; train on one robot at one rate")
+        meta = meta or file_meta
+        if parts and set(data) != set(parts[0]):
+            raise ValueError(f"{path}: arrays {sorted(data)} differ from {paths[0]}'s {sorted(parts[0])}")
+        if parts:
+            data[EPISODE] = data[EPISODE] + parts[-1][EPISODE].max() + 1 - data[EPISODE].min()
+        parts.append(data)
+    keys = set(parts[0])
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}, meta
+
+
+def save_frames_npz(path, frames: Frames) -> None:
+    """Write frames as ``path`` (.npz) plus the ``<stem>.json`` metadata ``load_npz_frames`` reads."""
+    path = Path(path)
+    np.savez(path, **frames.data)
+    path.with_suffix(".json").write_text(json.dumps({"joint_names": frames.joint_names, "fps": frames.fps}))
+
+
+def split_episodes(frames: Frames, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame rows of the training and validation episodes; episodes are assigned with ``seed``."""
+    ids = frames.episode_ids()
+    n_val = int(round(val_fraction * len(ids))) if len(ids) > 1 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 and len(ids) > 1 else 0), len(ids) - 1)
+    val_ids = np.random.default_rng(seed).permutation(ids)[:n_val]
+    is_val = np.isin(frames.data[EPISODE], val_ids)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+class WindowSource:
+    """Frames as float32 tensors on the training device; ``batch(rows)`` cuts the windows
+    ({obs key: (B, H, D), 'action': (B, K, A), 'action_is_pad': (B, K)})."""
+
+    def __init__(self, frames: Frames, keys, history: int, chunk: int, device: torch.device):
+        self.keys, self.history, self.chunk = tuple(keys), history, chunk
+        self.data = {k: torch.as_tensor(frames.data[k], dtype=torch.float32).to(device) for k in self.keys}
+        start, end = frames.episode_bounds()
+        self.start = torch.as_tensor(start, dtype=torch.long).to(device)
+        self.end = torch.as_tensor(end, dtype=torch.long).to(device)
+        self.device = device
+
+    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        t = torch.as_tensor(rows, dtype=torch.long).to(self.device)
+        obs_idx, act_idx, pad = window_indices(t, self.start[t], self.end[t], self.history, self.chunk)
+        out = {k: self.data[k][obs_idx] for k in self.keys if k != ACTION}  # (B, H, D)
+        out[ACTION] = self.data[ACTION][act_idx]  # (B, K, A)
+        out["action_is_pad"] = pad  # (B, K)
+        return out

@@ -7,6 +7,7 @@ observation windows to a normalised action chunk in ``_chunk`` and to a loss in 
 """
 from __future__ import annotations
 
+import importlib
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
@@ -276,8 +277,10 @@ class BasePolicy(nn.Module):
 
     # ---------------------------------------------------------------- checkpoints
     def save(self, directory) -> Path:
-        """Write model.safetensors, config.json and stats.json to ``directory``."""
-        return save_checkpoint(directory, policy_type=self.policy_type, config=self.config.to_dict(),
+        """Write model.safetensors, config.json and stats.json to ``directory``. The saved config's
+        device is 'auto': where to run is chosen by ``load(device=...)``, not by the checkpoint."""
+        config = {**self.config.to_dict(), "device": "auto"}
+        return save_checkpoint(directory, policy_type=self.policy_type, config=config,
                                joint_names=self.joint_names, fps=self.fps, features=self.features,
                                state_dict=self.state_dict(), stats=self.normaliser.to_json())
 
@@ -327,7 +330,7 @@ def _load_weights(policy: nn.Module, state_dict: dict[str, torch.Tensor]) -> Non
 
 def load_policy(directory, expected_joint_names: list[str] | None = None, device: str = "auto") -> BasePolicy:
     """Load any policy type from a checkpoint folder (dispatch on config.json's policy_type)."""
-    import lam_policy.act  # noqa: F401  (registers 'act')
-    import lam_policy.mlp  # noqa: F401  (registers 'mlp')
+    for module in ("lam_policy.act", "lam_policy.mlp"):  # importing registers the policy type
+        importlib.import_module(module)
 
     return BasePolicy.load(directory, expected_joint_names, device)
