@@ -61,10 +61,14 @@ def cmd_run(args) -> int:
         from lam_capture.sources import parse_spec
 
         parse_spec(args.source)  # a malformed spec fails here, before anything starts
+    if args.mode == "lam" and not args.checkpoint:
+        raise CLIError("--mode lam needs --checkpoint CKPT")
+    extra = {"capture": {"source": args.source}, "policy": {"mode": args.mode, "checkpoint": args.checkpoint},
+             "control": {"task": args.task}}
     with Graph(params) as graph:
         for name in names:
             module, cls, _ = NODES[name]
-            overrides = [Parameter("source", value=args.source)] if name == "capture" and args.source else []
+            overrides = [Parameter(k, value=v) for k, v in extra.get(name, {}).items() if v]
             graph.add(getattr(import_module(module), cls), parameter_overrides=overrides)
         print(f"lam run: {', '.join(names)} up (domain {os.environ.get('ROS_DOMAIN_ID', '0')}); "
               f"{'Ctrl-C to stop' if args.duration is None else f'for {args.duration:g} s'}", flush=True)
@@ -311,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", nargs="+", metavar="FILE",
                      help="ROS 2 parameter YAML files (default: the package's config/control.yaml)")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    run.add_argument("--mode", help="policy_node mode: retarget | lam")
+    run.add_argument("--checkpoint", help="lam mode: the policy checkpoint folder")
+    run.add_argument("--task", help="sim task control_node sets up: reach | push | pick_place")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the main job on its embedded default, with a video")

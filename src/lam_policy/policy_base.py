@@ -209,6 +209,9 @@ class BasePolicy(nn.Module):
     def reset(self) -> None:
         """Forget the observation history and queued/ensembled actions (call at episode start)."""
         self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.config.history)
+        # The plan from this step on (K', A) after select_action: the newest chunk when ensembling,
+        # else the rest of the chunk being executed. Streamed as a trajectory by the runtime.
+        self.last_chunk: np.ndarray | None = None
         self._queue: deque[np.ndarray] = deque()
         te = self.config.temporal_ensemble
         self._ensembler = TemporalEnsembler(te, self.config.chunk) if te is not None else None
@@ -254,12 +257,15 @@ class BasePolicy(nn.Module):
             self._history.append(frame)
         self._history.append(frame)
         if self._ensembler is None and self._queue:
+            self.last_chunk = np.array(self._queue)
             return self._queue.popleft()
         window = {k: torch.stack([f[k] for f in self._history])[None] for k in frame}  # (1, H, D)
         chunk = self.predict_action_chunk(window)[0].double().cpu().numpy()  # (K, A)
         if self._ensembler is not None:
+            self.last_chunk = chunk
             return self._ensembler.update(chunk)
         self._queue.extend(chunk[: self.config.n_action_steps or self.config.chunk])
+        self.last_chunk = np.array(self._queue)
         return self._queue.popleft()
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,21 +1,26 @@
 """policy_node: operator keypoints (and joint states) in, joint commands out.
 
 Mode ``retarget`` maps the operator's arm to the robot by retargeting + IK, one command per new
-keypoint frame. Mode ``lam`` (the learned policy) arrives with a later release.
+keypoint frame. Mode ``lam`` runs a learned policy checkpoint (lam_policy.runtime) on a timer at
+the checkpoint's control rate, on the latest observations, and publishes action chunks.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, deque
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState, PointCloud2
-from std_srvs.srv import SetBool
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lam_capture.ros_keypoints import CloudError, cloud_to_keypoints
@@ -28,10 +33,12 @@ from lam_policy.retarget import RetargetConfig, Retargeter
 
 # Latest keypoints only: a backlog of old frames would only add latency.
 KEYPOINTS_IN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-MODES = ("retarget",)
+MODES = ("retarget", "lam")
 
 PARAMETERS = {  # name: (default, description); see config/policy.yaml
-    "mode": ("retarget", "retarget (operator -> IK) | lam (learned policy, later release)"),
+    "mode": ("retarget", "retarget (operator -> IK) | lam (learned policy checkpoint)"),
+    "checkpoint": ("", "lam mode: checkpoint folder (safetensors + JSON)"),
+    "device": ("auto", "lam mode: auto (CUDA when present, else CPU) | cpu | cuda"),
     "urdf": ("", "URDF, as for control_node"),
     "joint_names": (RobotConfig().joint_names, "arm joints, in command order"),
     "gripper_joints": (RobotConfig().gripper_joints, "finger joints"),
@@ -77,7 +84,7 @@ class PolicyNode(Node):
         get = declare_parameters(self, PARAMETERS)
         self.mode = get("mode")
         if self.mode not in MODES:
-            raise ValueError(f"parameter mode must be one of {MODES} in this release, got {self.mode!r}")
+            raise ValueError(f"parameter mode must be one of {MODES}, got {self.mode!r}")
         self.robot = RobotConfig(urdf=get("urdf"), joint_names=list(get("joint_names")),
                                  gripper_joints=list(get("gripper_joints") or []), ee_link=get("ee_link"),
                                  home=[0.0] * len(get("joint_names")), gripper_home=float(get("gripper_open")))
@@ -90,6 +97,13 @@ class PolicyNode(Node):
             gripper=GripperConfig(close_below=float(get("pinch_close")), open_above=float(get("pinch_open")))))
         self.horizon = float(get("command_horizon"))
         self.names = self.robot.command_joints
+        self.runtime = None
+        if self.mode == "lam":
+            from lam_policy.runtime import LamRuntime
+
+            if not get("checkpoint"):
+                raise ValueError("mode lam needs the checkpoint parameter (a checkpoint folder)")
+            self.runtime = LamRuntime(get("checkpoint"), self.names, device=get("device"))
         self._index = {n: i for i, n in enumerate(self.names)}
         self._q = np.full(len(self.names), np.nan)
         self.counts: Counter = Counter()
@@ -101,14 +115,62 @@ class PolicyNode(Node):
         self.create_subscription(PointCloud2, "/lam/keypoints", self._on_keypoints, KEYPOINTS_IN_QOS)
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, SENSOR_QOS)
         self.create_service(SetBool, "/lam/engage", self._on_engage)
+        if self.runtime is not None:
+            self.create_subscription(PoseArray, "/lam/object_poses", self._on_object_poses, SENSOR_QOS)
+            self.create_subscription(String, "/lam/events", self._on_event, STATE_QOS)
+            self.create_service(Trigger, "/lam/policy/reset", self._on_policy_reset)
+            # Inference on its own timer and callback group: subscriptions only cache observations.
+            self.create_timer(1.0 / self.runtime.fps, self._on_inference,
+                              callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0 / float(get("diagnostics_rate")), self.publish_diagnostics)
         self.get_logger().info(f"policy_node up: mode={self.mode}, arm={get('arm')}, engage={get('engage')}")
 
     def _on_joint_states(self, msg: JointState) -> None:
+        if self.runtime is not None:
+            self.runtime.update_state(msg.name, msg.position, time.monotonic())
         for name, value in zip(msg.name, msg.position):
             i = self._index.get(name)
             if i is not None and np.isfinite(value):
                 self._q[i] = value
+
+    def _on_object_poses(self, msg: PoseArray) -> None:
+        poses = np.array([[p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y,
+                           p.orientation.z, p.orientation.w] for p in msg.poses])
+        try:
+            self.runtime.update_objects(poses)
+        except ValueError as exc:
+            self.counts["rejected_objects"] += 1
+            self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            event = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        if isinstance(event, dict) and event.get("event") == "task_reset":
+            self.runtime.reset()  # a new episode: no history from the last one
+
+    def _on_policy_reset(self, _request, response: Trigger.Response) -> Trigger.Response:
+        self.runtime.reset()
+        response.success, response.message = True, "policy history cleared"
+        return response
+
+    def _on_inference(self) -> None:
+        now = time.monotonic()
+        try:
+            plan = self.runtime.step(now)
+        except ValueError as exc:  # a non-finite action: never published
+            self.counts["rejected_actions"] += 1
+            self.get_logger().error(str(exc), throttle_duration_sec=2.0)
+            return
+        if plan is None:
+            self.counts["waiting"] += 1
+            return
+        times, positions = plan
+        self.cmd_pub.publish(trajectory_msg(self.runtime.joint_names, times, positions,
+                                            stamp=self.get_clock().now().to_msg()))
+        self.counts["chunks"] += 1
+        self.compute.append(self.runtime.latency[-1])
 
     def _on_engage(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.retargeter.set_engaged(request.data)
@@ -131,6 +193,9 @@ class PolicyNode(Node):
             self.counts["rejected_nonfinite"] += 1
             self.get_logger().warning("keypoints with non-finite values rejected", throttle_duration_sec=2.0)
             return
+        if self.runtime is not None:
+            self.runtime.update_keypoints(kp)
+            return
         if not np.all(np.isfinite(self._q)):
             self.counts["no_joint_state"] += 1
             return
@@ -149,16 +214,23 @@ class PolicyNode(Node):
     def publish_diagnostics(self) -> None:
         lat, comp, err = (np.asarray(d) for d in (self.latency, self.compute, self.ik_error))
         pct = lambda a, q, k=1e3: f"{np.percentile(a, q) * k:.2f}" if a.size else "nan"  # noqa: E731
-        values = {"mode": self.mode, "engaged_and_tracking": self.retargeter.active,
-                  "scale": f"{self.retargeter.scale or float('nan'):.3f}",
-                  "capture_to_command_p50_ms": pct(lat, 50), "capture_to_command_p95_ms": pct(lat, 95),
-                  "retarget_p50_ms": pct(comp, 50), "retarget_p95_ms": pct(comp, 95),
-                  "ik_error_p95_mm": pct(err, 95), **{k: v for k, v in self.counts.items()}}
-        level = DiagnosticStatus.OK if self.retargeter.active else DiagnosticStatus.WARN
+        counts = {k: v for k, v in self.counts.items()}
+        if self.runtime is not None:
+            waiting = self.runtime.ready(time.monotonic())
+            values = {"mode": self.mode, "inference_p50_ms": pct(comp, 50), "inference_p99_ms": pct(comp, 99),
+                      "device": str(self.runtime.policy.device), "waiting_for": waiting, **counts}
+            active, name = not waiting, "lam policy: lam"
+        else:
+            values = {"mode": self.mode, "engaged_and_tracking": self.retargeter.active,
+                      "scale": f"{self.retargeter.scale or float('nan'):.3f}",
+                      "capture_to_command_p50_ms": pct(lat, 50), "capture_to_command_p95_ms": pct(lat, 95),
+                      "retarget_p50_ms": pct(comp, 50), "retarget_p95_ms": pct(comp, 95),
+                      "ik_error_p95_mm": pct(err, 95), **counts}
+            active, name = self.retargeter.active, "lam policy: retarget"
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [diagnostic_status("lam policy: retarget", level,
-                                        "commanding" if self.retargeter.active else "holding", values)]
+        msg.status = [diagnostic_status(name, DiagnosticStatus.OK if active else DiagnosticStatus.WARN,
+                                        "commanding" if active else "holding", values)]
         self.diag_pub.publish(msg)
 
 
