@@ -362,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     from lam_policy.dataset_cli import add_dataset_parser
+    from lam_policy.learn_cli import add_learn_parsers
 
     add_dataset_parser(sub)
+    add_learn_parsers(sub)
 
     bench = sub.add_parser("bench", help="measure the stack's speed")
     bench.add_argument("--seconds", type=float, default=5.0, help="duration of the node loop measurement")
