@@ -7,7 +7,7 @@ joint targets. With ``use_vae`` a small Transformer encoder over [CLS, current s
 chunk] gives the posterior mu/logvar of a latent z during training (loss L1 + kl_weight * KL);
 at inference z is the prior mean, zero. Without the VAE the latent token is a learned constant.
 
-The default sizes (d_model 128, 2 encoder + 2 decoder layers) keep one ``select_action`` with
+The default sizes (d_model 128, 2 encoder layers + 1 decoder layer) keep one ``select_action`` with
 temporal ensembling at about 1.5 ms (p50) on one CPU thread (see ``lam_policy.bench_act``).
 """
 from __future__ import annotations
@@ -29,7 +29,9 @@ class ACTConfig(PolicyConfig):
     d_model: int = 128
     heads: int = 4
     encoder_layers: int = 2
-    decoder_layers: int = 2
+    # One decoder layer as ACT effectively had (its 7-layer decoder only used the first: see
+    # lerobot's configuration_act.py); it is most of the inference time (K query tokens).
+    decoder_layers: int = 1
     ff_dim: int = 512
     use_vae: bool = True
     latent_dim: int = 32
