@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lam_policy.act import ACTConfig, ACTPolicy
-from lam_policy.bench_act import REACH_JOINTS, _latency, synthetic_reach_frames
+from lam_policy.bench_act import REACH_JOINTS, synthetic_reach_frames
 from lam_policy.checkpoint import CheckpointError
 from lam_policy.frames import (ACTION, EPISODE, KEYPOINTS, OBJECT_POSES, STATE, Frames, WindowSource, compute_stats,
                                window_indices)
@@ -157,16 +157,6 @@ def test_select_action_rejects_a_missing_or_misshaped_observation(frames):
         policy.select_action({STATE: frames.data[STATE][0]})
     with pytest.raises(ValueError, match=r"observation.state.*\(B, 2, 5\)"):
         policy.predict_action_chunk({STATE: np.zeros((1, 2, 4)), OBJECT_POSES: np.zeros((1, 2, 7))})
-
-
-def test_default_act_select_action_latency(frames):
-    """Default sizes: p50 well inside the 5 ms budget on one CPU thread (p99 is reported by
-    bench_policy; asserting it here would measure the other processes on the machine)."""
-    names = (*KEYS, ACTION)
-    policy = ACTPolicy(ACTConfig(observation_keys=KEYS, device="cpu"), frames.feature_dims(names),
-                       frames.joint_names, frames.fps, compute_stats(frames, names)).eval()
-    result = _latency(policy, frames, iters=200)
-    assert result["select_action_p50_ms"] < 5.0, result
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -79,4 +79,18 @@ def run_benchmarks(seconds: float = 5.0) -> dict:
         **run_capture_benchmarks(),
         **run_teleop_benchmarks(),
         **run_recorder_benchmarks(seconds),
+        **run_policy_benchmarks(),
     }
+
+
+def run_policy_benchmarks() -> dict:
+    """LAM inference latency (one torch thread, as policy_node runs it; and CUDA when present)
+    and training throughput."""
+    import torch
+
+    from lam_policy.bench_act import bench_policy
+
+    out = {"policy_cpu": bench_policy(device="cpu", threads=1)}
+    if torch.cuda.is_available():
+        out["policy_cuda"] = bench_policy(device="cuda")
+    return out

@@ -78,6 +78,9 @@ def cmd_eval(args) -> int:
     from lam_policy.evaluate import EvalConfig, evaluate
     from lam_policy.policy_base import load_policy
 
+    import torch
+
+    torch.set_num_threads(1)  # as policy_node runs it (see lam_policy.runtime)
     robot = RobotConfig()
     config = EvalConfig(episodes=args.episodes, seed=args.seed, time_limit=args.time_limit or 0.0)
     results = {}

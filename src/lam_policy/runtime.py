@@ -25,7 +25,13 @@ class LamRuntime:
     """Latest-only observation cache + the policy. ``step()`` returns (times, positions) or None."""
 
     def __init__(self, checkpoint: str, robot_joints: list[str], device: str = "auto",
-                 max_state_age: float = 0.5):
+                 max_state_age: float = 0.5, threads: int = 1):
+        # One intra-op thread: on a 2-core robot PC, two threads contend with the other nodes and
+        # ACT's p99 grew from ~3 ms to hundreds (measured by bench_policy).
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         # The checkpoint must command exactly this robot's joints (by name, refused otherwise).
         self.policy = load_policy(checkpoint, expected_joint_names=list(robot_joints), device=device)
         self.joint_names = list(self.policy.joint_names)
