@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -213,7 +214,16 @@ def test_torchrun_two_processes_with_gloo(tmp_path, frames):
            "-m", "lam_policy.train", "--data", str(tmp_path / "demo.npz"), "--out", str(out), "--policy", "act",
            "--policy-config", json.dumps(SMALL_ACT), "--steps", "4", "--batch-size", "8", "--checkpoint-every", "2",
            "--val-every", "2", "--device", "cpu", "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    # Own session: on a timeout the launcher AND its workers are killed (no leaked ranks).
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                             start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["world_size"] == 2 and summary["steps"] == 4
