@@ -75,7 +75,7 @@ def test_reset_is_deterministic_per_seed_and_starts_unsolved(arm, scene, name):
     first = task.object_poses()
     assert first.shape == (len(task.object_names), 7) and np.all(np.isfinite(first))
     assert np.allclose(np.linalg.norm(first[:, 3:], axis=1), 1.0, atol=1e-6)  # unit quaternions
-    assert not task.success()
+    assert task.success() is False  # a Python bool: a numpy bool serialises wrongly in ROS
     task.reset(3)
     assert np.allclose(task.object_poses(), first, atol=1e-9), "same seed, different scene"
     task.reset(4)

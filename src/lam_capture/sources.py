@@ -1,7 +1,8 @@
 """Where the operator comes from: a `--source` spec string -> a Source that yields Frames.
 
 Specs: ``camera:N`` (an OpenCV device), ``video:PATH``, ``image:PATH``, ``mocap:CLIP`` (a
-DeepMimic clip by name or path). Every Source yields the newest Frame, stamped with the
+DeepMimic clip by name or path), ``scripted:TASK`` (a synthetic operator solving a sim task:
+reach, push or pick_place; lam_capture.scripted). Every Source yields the newest Frame, stamped with the
 monotonic time it was captured, and paces itself (a video at its frame rate, an image at the
 requested rate, a clip at its own rate).
 """
@@ -19,7 +20,8 @@ from lam_capture.skeleton import Keypoints
 
 log = logging.getLogger(__name__)
 
-KINDS = ("camera", "video", "image", "mocap")
+KINDS = ("camera", "video", "image", "mocap", "scripted")
+KEYPOINT_KINDS = ("mocap", "scripted")  # sources that give ready keypoints (no pose estimator)
 
 
 class SourceError(ValueError):
@@ -137,6 +139,10 @@ def open_source(spec: str, options: SourceOptions | None = None) -> Source:
         from lam_capture.video import ImageSource
 
         source = ImageSource(_existing(value, spec), options)
+    elif kind == "scripted":
+        from lam_capture.scripted import ScriptedSource
+
+        source = ScriptedSource(value, options)
     else:
         from lam_capture.mocap import MocapSource
 

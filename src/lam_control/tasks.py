@@ -205,7 +205,7 @@ class ReachTask(Task):
         return {"tcp_to_target": np.linalg.norm(self.tcp() - self.object_poses()[0, :3])}
 
     def success(self) -> bool:
-        return self._distances()["tcp_to_target"] <= self.config.reach_tolerance
+        return bool(self._distances()["tcp_to_target"] <= self.config.reach_tolerance)
 
 
 class PushTask(Task):
@@ -234,7 +234,7 @@ class PushTask(Task):
         return {"cube_to_goal": np.linalg.norm(poses[0, :2] - poses[1, :2])}
 
     def success(self) -> bool:
-        return self._distances()["cube_to_goal"] <= self.config.goal_radius
+        return bool(self._distances()["cube_to_goal"] <= self.config.goal_radius)
 
 
 class PickPlaceTask(Task):
@@ -286,8 +286,8 @@ class PickPlaceTask(Task):
         return bool(inside and rel[2] <= self.config.bin_height)
 
     def success(self) -> bool:
-        return (self.in_bin() and not self._touching_robot(self.cube)
-                and self._speed(self.cube) < self.config.rest_speed)
+        return bool(self.in_bin() and not self._touching_robot(self.cube)
+                    and self._speed(self.cube) < self.config.rest_speed)
 
 
 _TASK_TYPES = {"reach": ReachTask, "push": PushTask, "pick_place": PickPlaceTask}
