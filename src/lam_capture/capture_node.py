@@ -1,15 +1,18 @@
 """capture_node: any source of the operator in, clean body-frame keypoints out."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseArray
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import JointState, PointCloud2
+from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from lam_capture.estimator import EstimatorConfig, PoseEstimator
@@ -17,13 +20,14 @@ from lam_capture.filters import CleanerConfig, KeypointCleaner, OneEuroConfig
 from lam_capture.perturb import PerturbConfig, Perturber
 from lam_capture.pipeline import CapturePipeline
 from lam_capture.ros_keypoints import keypoints_to_cloud, skeleton_markers
-from lam_capture.sources import SourceOptions, open_source
-from lam_control.ros_convert import diagnostic_status
+from lam_capture.sources import KEYPOINT_KINDS, SourceOptions, open_source
+from lam_control.robot import PRESETS
+from lam_control.ros_convert import diagnostic_status, poses_from_msg
 from lam_control.ros_params import declare_parameters
-from lam_control.ros_qos import KEYPOINTS_QOS, STATE_QOS
+from lam_control.ros_qos import KEYPOINTS_QOS, LATCHED_QOS, SENSOR_QOS, STATE_QOS
 
 PARAMETERS = {  # name: (default, description); see config/capture.yaml
-    "source": ("camera:0", "camera:N | video:PATH | image:PATH | mocap:CLIP"),
+    "source": ("camera:0", "camera:N | video:PATH | image:PATH | mocap:CLIP | scripted:TASK"),
     "mirrored": (False, "the camera image is mirrored (selfie view)"),
     "rate": (30.0, "Hz, frame rate of image: sources"),
     "realtime": (True, "video: at its own frame rate (false: as fast as processed)"),
@@ -43,6 +47,12 @@ PARAMETERS = {  # name: (default, description); see config/capture.yaml
     "perturb_occlusion_duration": (0.3, "s, length of an occlusion burst"),
     "perturb_seed": (0, "seed of the perturbations"),
     "publish_skeleton": (True, "publish /lam/skeleton markers"),
+    "scripted_seed": (0, "scripted: the operator's seed (combined with each episode's seed)"),
+    "scripted_noise": (0.01, "scripted: m, Gaussian keypoint noise std per coordinate"),
+    "scripted_dropout": (0.003, "scripted: probability per landmark per frame of a dropout"),
+    "scripted_reaction_delay": (0.2, "scripted: s between seeing the scene and acting on it"),
+    "scripted_speed_range": ([0.15, 0.3], "scripted: m/s TCP speed range, drawn per episode"),
+    "scripted_robot": ("lam_arm", "scripted: robot preset whose TCP the operator watches (lam_arm | panda)"),
     "diagnostics_rate": (1.0, "Hz, /diagnostics"),
 }
 
@@ -55,6 +65,12 @@ class CaptureNode(Node):
     /lam/skeleton (visualization_msgs/MarkerArray), /diagnostics (frame rate, processing latency,
     source health). The capture loop runs on its own thread, so a slow model never blocks other
     nodes sharing the executor. Parameters: PARAMETERS and config/capture.yaml.
+
+    A ``scripted:TASK`` source watches the scene: it subscribes /lam/object_poses
+    (geometry_msgs/PoseArray) and /joint_states (sensor_msgs/JointState), both SENSOR_QOS, and
+    feeds them to the operator as they arrive; /lam/task/episode (std_msgs/String JSON {"task",
+    "seed"}, LATCHED_QOS, published by control_node at start-up and on every /lam/task/reset)
+    starts the operator's plan for that episode.
     """
 
     def __init__(self, **kwargs):
@@ -83,9 +99,11 @@ class CaptureNode(Node):
             smoothing=perturb.active or not spec.startswith("mocap:"),
             one_euro=OneEuroConfig(min_cutoff=float(get("one_euro_min_cutoff")), beta=float(get("one_euro_beta")),
                                    d_cutoff=float(get("one_euro_d_cutoff")))))
+        if spec.startswith("scripted:"):
+            options.extra["operator"] = self._operator_config(get)
         source = open_source(spec, options)
         estimator = None
-        if not source.spec.startswith("mocap:"):
+        if spec.split(":", 1)[0] not in KEYPOINT_KINDS:
             try:
                 estimator = PoseEstimator(EstimatorConfig(model_complexity=int(get("model_complexity")),
                                                           hands=bool(get("hands")), mirrored=bool(get("mirrored"))))
@@ -103,9 +121,56 @@ class CaptureNode(Node):
         self._last_error = ""
         self._running = threading.Event()
         self._running.set()
+        if spec.startswith("scripted:"):
+            self._poses = None
+            self.create_subscription(PoseArray, "/lam/object_poses", self._on_object_poses, SENSOR_QOS)
+            self.create_subscription(JointState, "/joint_states", self._on_joint_states, SENSOR_QOS)
+            self.create_subscription(String, "/lam/task/episode", self._on_episode, LATCHED_QOS)
         self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
         self._thread.start()
         self.get_logger().info(f"capture_node up: source={source.spec}")
+
+    @staticmethod
+    def _operator_config(get):
+        from lam_capture.scripted import OperatorConfig
+
+        preset = get("scripted_robot")
+        if preset not in PRESETS:
+            raise ValueError(f"parameter scripted_robot must be one of {sorted(PRESETS)}, got {preset!r}")
+        return OperatorConfig(seed=int(get("scripted_seed")), noise=float(get("scripted_noise")),
+                              dropout=float(get("scripted_dropout")),
+                              reaction_delay=float(get("scripted_reaction_delay")),
+                              speed_range=[float(v) for v in get("scripted_speed_range")],
+                              robot=PRESETS[preset]())
+
+    # -- the scripted operator's view of the scene ----------------------------------------
+    def _monotonic(self, stamp) -> float:
+        """A message stamp (ROS time) on the monotonic clock the source stamps frames with."""
+        age = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
+        return time.monotonic() - max(age, 0.0)
+
+    def _on_object_poses(self, msg: PoseArray) -> None:
+        self._poses = poses_from_msg(msg)
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        if self._poses is None or self.pipeline is None:
+            return
+        try:
+            self.pipeline.source.observe(self._poses, list(msg.name), list(msg.position),
+                                         self._monotonic(msg.header.stamp))
+        except ValueError as exc:  # another task's objects: say so, keep capturing
+            self.get_logger().error(f"scripted operator cannot use the scene: {exc}", throttle_duration_sec=5.0)
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            episode = json.loads(msg.data)
+            seed = int(episode["seed"])
+        except (ValueError, KeyError, TypeError):
+            self.get_logger().error(f"bad /lam/task/episode message {msg.data!r}")
+            return
+        self._poses = None  # the old episode's scene must not steer the new plan
+        self.pipeline.source.reset(seed)
+        self.get_logger().info(f"scripted operator: new episode {episode}")
 
     def _loop(self) -> None:
         while self._running.is_set():

@@ -5,27 +5,30 @@ or a physical arm's ros2_control joint_trajectory_controller.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, deque
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lam_control.arm import ArmNotReady
 from lam_control.robot import RobotConfig
 from lam_control.ros_params import declare_parameters
-from lam_control.ros_qos import COMMAND_QOS, ESTOP_QOS, STATE_QOS
-from lam_control.ros_convert import diagnostic_status, joint_state_msg, trajectory_from_msg
+from lam_control.ros_qos import COMMAND_QOS, ESTOP_QOS, LATCHED_QOS, STATE_QOS
+from lam_control.ros_convert import diagnostic_status, joint_state_msg, pose_array_msg, trajectory_from_msg
 from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm, SimConfig
+from lam_control.tasks import TASKS, make_task
 from lam_control.trajectory import TrajectoryError
 
 
@@ -53,6 +56,9 @@ PARAMETERS = {  # name: (default, description); units and examples in config/con
     "workspace_min": (SafetyConfig().workspace_min, "m, TCP box lower corner in the base frame"),
     "workspace_max": (SafetyConfig().workspace_max, "m, TCP box upper corner in the base frame"),
     "gui": (False, "open the PyBullet GUI (needs a display)"),
+    "task": ("", "sim task: '' (none) | " + " | ".join(TASKS)),
+    "task_seed": (0, "seed of the first episode (at start-up); reset number k uses task_seed + k"),
+    "task_success_rate": (2.0, "Hz, /lam/task/success republished (also at once on a change)"),
     "controller_topic": ("/joint_trajectory_controller/joint_trajectory", "ros2_control JTC command topic"),
     "joint_states_topic": ("/joint_states", "joint state topic (published in sim, read on ros2_control)"),
     "state_timeout": (0.5, "s without joint states before a physical arm faults and holds"),
@@ -71,6 +77,15 @@ class ControlNode(Node):
     (diagnostic_msgs/DiagnosticArray: fault, e-stop, watchdog, loop timing).
     Services: /lam/reset (std_srvs/Trigger) clears e-stop and faults; the arm then holds until
     a new command. Parameters: see PARAMETERS and config/control.yaml.
+
+    With a ``task`` (sim backend only) it also publishes /lam/object_poses (geometry_msgs/PoseArray
+    in the task's object order, frame_id = the robot's base link, at state_rate, STATE_QOS),
+    /lam/task/success (std_msgs/Bool, LATCHED_QOS, on change and at task_success_rate) and
+    /lam/task/episode (std_msgs/String JSON {"task", "seed"}, LATCHED_QOS, once per episode: the
+    scripted operator starts a new plan on it), and serves /lam/task/reset (std_srvs/Trigger):
+    the next seed's scene, the arm teleported home with its filter restarted there (a latched
+    e-stop stays latched), answered with message JSON {"task", "seed"}. Start-up is episode 0
+    (seed task_seed); the k-th reset uses task_seed + k.
     """
 
     def __init__(self, **kwargs):
@@ -133,8 +148,50 @@ class ControlNode(Node):
         # /joint_states goes out from the control tick itself (one timer, not two, on a busy core).
         self._state_every = max(1, round(get("control_rate") / _positive(get("state_rate"), "state_rate")))
         self._ticks = 0
+        self.task = None
+        if get("task"):
+            self._setup_task(get)
         self.get_logger().info(f"control_node up: backend={self.backend}, robot={robot.urdf_path().name}, "
                                f"joints={self.joint_names}")
+
+    def _setup_task(self, get) -> None:
+        if self.backend != "sim":
+            raise ValueError(f"parameter task={get('task')!r} needs backend sim, got {self.backend!r}")
+        self.task = make_task(get("task"), self.arm)
+        self.task_seed, self.resets, self._success = int(get("task_seed")), 0, None
+        self.base_frame = self.arm.model.root
+        self.objects_pub = self.create_publisher(PoseArray, "/lam/object_poses", STATE_QOS)
+        self.success_pub = self.create_publisher(Bool, "/lam/task/success", LATCHED_QOS)
+        self.episode_pub = self.create_publisher(String, "/lam/task/episode", LATCHED_QOS)
+        self.create_service(Trigger, "/lam/task/reset", self._on_task_reset, callback_group=self.group)
+        self.create_timer(1.0 / _positive(get("task_success_rate"), "task_success_rate"),
+                          lambda: self._publish_success(force=True), callback_group=self.group)
+        self._start_episode(self.task_seed)
+
+    def _start_episode(self, seed: int) -> dict:
+        self.task.reset(seed)
+        self._pending_stamp_ns = None
+        episode = {"task": self.task.name, "seed": int(seed)}
+        self.episode_pub.publish(String(data=json.dumps(episode)))
+        self._publish_objects(self.get_clock().now().to_msg())
+        self._publish_success(force=True)
+        self.get_logger().info(f"task episode: {episode}")
+        return episode
+
+    def _on_task_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.resets += 1
+        episode = self._start_episode(self.task_seed + self.resets)
+        response.success, response.message = True, json.dumps(episode)
+        return response
+
+    def _publish_objects(self, stamp) -> None:
+        self.objects_pub.publish(pose_array_msg(self.task.object_poses(), self.base_frame, stamp))
+
+    def _publish_success(self, force: bool = False) -> None:
+        success = bool(self.task.success())  # a numpy bool serialises as False
+        if force or success != self._success:
+            self._success = success
+            self.success_pub.publish(Bool(data=success))
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_command(self, msg: JointTrajectory) -> None:
@@ -191,6 +248,9 @@ class ControlNode(Node):
             state = self.arm.read_state()
             self.state_pub.publish(joint_state_msg(self.joint_names, state.positions, state.velocities,
                                                    stamp=stamp))
+            if self.task is not None:
+                self._publish_objects(stamp)
+                self._publish_success()
         self._work.append(time.monotonic() - start)
         if status.reason != self._last_reason:
             self._last_reason = status.reason

@@ -18,3 +18,7 @@ RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
 SENSOR_QOS = qos_profile_sensor_data
 # Operator keypoints: sensor data (best effort, shallow): the newest frame matters, not every one.
 KEYPOINTS_QOS = qos_profile_sensor_data
+# Task state others must not miss, even when they join late (task success, the current episode):
+# reliable and transient-local, so a new subscriber gets the latest value at once.
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
