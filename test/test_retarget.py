@@ -440,10 +440,16 @@ def test_lost_driving_arm_holds(landmark, base):
     assert rt.update(base, q, 0.0) is not None
     lost = Keypoints(base.points.copy(), base.confidence.copy(), 0.1)
     lost.confidence[BODY.index(landmark)] = 0.0
-    assert rt.update(lost, q, 0.1) is None and not rt.active
+    assert rt.update(lost, q, 0.1) is None  # hold
+    anchor = rt._anchor
     other = Keypoints(base.points.copy(), base.confidence.copy(), 0.2)
     other.confidence[BODY.index(landmark.replace("right", "left"))] = 0.0  # the other arm: irrelevant
     assert rt.update(other, q, 0.2) is not None
+    assert rt._anchor is anchor  # a short gap keeps the anchor (no orientation re-reference)
+    gap = rt.config.reanchor_gap
+    assert rt.update(lost, q, 0.3) is None and rt.active
+    assert rt.update(lost, q, 0.3 + gap + 0.01) is None and not rt.active  # a long gap ...
+    assert rt.update(other, q, 0.4 + gap) is not None and rt._anchor is not anchor  # ... re-anchors
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -451,6 +457,7 @@ def test_lost_driving_arm_holds(landmark, base):
     (RetargetConfig, {"arm": "up"}, "arm"),
     (RetargetConfig, {"arm": None}, "arm"),
     (RetargetConfig, {"scale": -1.0}, "scale"),
+    (RetargetConfig, {"reanchor_gap": -0.1}, "reanchor_gap"),
     (RetargetConfig, {"scale": float("nan")}, "scale"),
     (RetargetConfig, {"robot_reach": float("inf")}, "robot_reach"),
     (RetargetConfig, {"anchor_decay": -0.5}, "anchor_decay"),

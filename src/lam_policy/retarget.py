@@ -51,6 +51,9 @@ class RetargetConfig:
     # m: offsets below this are not anchored; the safety filter ramps such a step smoothly
     # (>= 50 ms at 1 m/s), and the mapping stays absolute instead of drifting back to it.
     anchor_min: float = 0.05
+    # s: tracking lost for longer than this re-anchors when it returns; shorter gaps keep the
+    # anchor (re-anchoring on every dropped frame drifts the hand-orientation reference).
+    reanchor_gap: float = 0.5
     reach_margin: float = 0.98  # targets are kept within this fraction of the robot's reach
     # m, TCP box in the robot base frame (as control_node's safety filter): targets outside it
     # are moved to its surface instead of being left for the filter to stop at.
@@ -99,7 +102,8 @@ class RetargetConfig:
             raise ValueError(f"RetargetConfig.neutral_offset must be 3 finite metres, got {self.neutral_offset}")
         if not 0 < self.reach_margin <= 1:
             raise ValueError(f"RetargetConfig.reach_margin must be in (0, 1], got {self.reach_margin!r}")
-        for name in ("scale", "robot_reach", "anchor_decay", "anchor_min", "posture_weight", "joint_speed_scale",
+        for name in ("scale", "robot_reach", "anchor_decay", "anchor_min", "reanchor_gap", "posture_weight",
+                     "joint_speed_scale",
                      "step_horizon", "path_lag", "path_lookahead"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
@@ -250,6 +254,7 @@ class Retargeter:
         self._anchor: tuple[np.ndarray, np.ndarray | None, float] | None = None  # offset, rot align, t
         self.path = PathFollower(c.path_lag, c.path_lookahead)
         self.active = False
+        self._lost_since: float | None = None
 
     # -- geometry ---------------------------------------------------------------------------
     def full(self, q_cmd: np.ndarray) -> np.ndarray:
@@ -280,9 +285,17 @@ class Retargeter:
         """A command for this frame, or None to hold (not engaged, not tracked, calibrating)."""
         arm = read_arm(kp, self.config.arm, self.config.min_confidence)
         engaged = arm is not None and self.deadman.update(kp)
-        if arm is None or not engaged or not self._calibrated(arm):
-            self.active = False
+        if arm is None and self.active:
+            # Tracking lost: hold. A short gap (a dropped frame) keeps the anchor, so the hand's
+            # orientation reference is not re-taken from one noisy frame; a long one re-anchors.
+            self._lost_since = now if self._lost_since is None else self._lost_since
+            if now - self._lost_since > self.config.reanchor_gap:
+                self.active = False
             return None
+        if arm is None or not engaged or not self._calibrated(arm):
+            self.active = False  # disengaged (the deadman) always re-anchors on return
+            return None
+        self._lost_since = None
         closed = self.gripper.update(kp, hand_block(self.config.arm))
         absolute = self.map_point(arm.grip, arm.shoulder)
         hand_rot = self.map_rotation(arm.hand_rot) if (arm.hand_rot is not None and self.config.orientation) else None
