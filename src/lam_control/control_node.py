@@ -57,7 +57,7 @@ PARAMETERS = {  # name: (default, description); units and examples in config/con
     "workspace_max": (SafetyConfig().workspace_max, "m, TCP box upper corner in the base frame"),
     "gui": (False, "open the PyBullet GUI (needs a display)"),
     "task": ("", "sim task: '' (none) | " + " | ".join(TASKS)),
-    "task_seed": (0, "seed of the first episode (at start-up); reset number k uses task_seed + k"),
+    "task_seed": (0, "seed of the start-up scene and of the first /lam/task/reset; reset k (from 0) uses task_seed + k"),
     "task_success_rate": (2.0, "Hz, /lam/task/success republished (also at once on a change)"),
     "controller_topic": ("/joint_trajectory_controller/joint_trajectory", "ros2_control JTC command topic"),
     "joint_states_topic": ("/joint_states", "joint state topic (published in sim, read on ros2_control)"),
@@ -85,7 +85,8 @@ class ControlNode(Node):
     scripted operator starts a new plan on it), and serves /lam/task/reset (std_srvs/Trigger):
     the next seed's scene, the arm teleported home with its filter restarted there (a latched
     e-stop stays latched), answered with message JSON {"task", "seed"}. Start-up is episode 0
-    (seed task_seed); the k-th reset uses task_seed + k.
+    (seed task_seed); reset k (counting from 0) uses task_seed + k, so the first reset re-places
+    the start-up scene and `lam record --seed S` records seeds S, S+1, ...
     """
 
     def __init__(self, **kwargs):
@@ -179,8 +180,8 @@ class ControlNode(Node):
         return episode
 
     def _on_task_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.resets += 1
         episode = self._start_episode(self.task_seed + self.resets)
+        self.resets += 1
         response.success, response.message = True, json.dumps(episode)
         return response
 

@@ -28,7 +28,7 @@ SERVICES = ("/lam/task/reset", "/lam/episode/start", "/lam/episode/mark_success"
 class SessionNode(Node):
     """Drives ``episodes`` episodes; ``done`` when finished, ``error`` set on a failed call."""
 
-    def __init__(self, episodes: int, time_limit: float, *, settle: float = 1.0, hold: float = 0.5,
+    def __init__(self, episodes: int, time_limit: float, *, settle: float = 0.3, hold: float = 0.5,
                  review: Callable[[dict], str] | None = None, **kwargs):
         super().__init__("session_node", **kwargs)
         if episodes < 1:
