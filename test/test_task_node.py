@@ -92,7 +92,8 @@ def test_scripted_operator_teleoperates_reach_through_the_three_nodes():
         watcher = graph.add(TaskWatcher)
         for episode in range(2):
             if episode:
-                assert call_reset(graph, watcher).success
+                assert call_reset(graph, watcher).success  # the first reset re-places seed 0
+                assert call_reset(graph, watcher).success  # the next one is seed 1
                 graph.spin(duration=2.0, until=lambda: capture.pipeline.source.operator.episode_seed == 1)
                 assert capture.pipeline.source.operator.episode_seed == 1, "the operator never saw the new episode"
                 graph.spin(duration=1.0, until=lambda: watcher.success and watcher.success[-1] is False)
