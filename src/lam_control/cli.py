@@ -256,12 +256,19 @@ def cmd_replay(args) -> int:
                            positions=np.vstack([np.repeat(positions[:1], len(hold), axis=0), positions]))
         print(f"lam replay: {ep.name} ({ep.task or 'no task'}, seed {ep.seed}), {len(times)} commands over "
               f"{times[-1]:.1f} s on {control.backend}", flush=True)
-        done_at: list[float] = []
-        graph.spin(duration=times[-1] + lead_in + 15.0, handle_signals=True,
-                   until=lambda: player.done and (done_at or done_at.append(time.monotonic())) and
-                   time.monotonic() - done_at[0] > 1.0)
         task = getattr(control, "task", None)
-        success = bool(task.success()) if task is not None else None
+        succeeded: list[bool] = []  # the task's success test, checked all along (as when recorded)
+
+        def finished() -> bool:
+            if task is not None and not succeeded and task.success():
+                succeeded.append(True)
+            if player.done and not done_at:
+                done_at.append(time.monotonic())
+            return bool(done_at) and time.monotonic() - done_at[0] > 1.0
+
+        done_at: list[float] = []
+        graph.spin(duration=times[-1] + lead_in + 15.0, handle_signals=True, until=finished)
+        success = bool(succeeded) if task is not None else None
         interventions = {k: v for k, v in control.counts.items() if k not in ("accepted", "rejected")}
     summary = {"episode": ep.name, "task": ep.task, "seed": ep.seed, "commands": int(len(times)),
                "recorded_success": ep.success, "replay_success": success, "interventions": interventions}
