@@ -210,7 +210,8 @@ def cmd_record(args) -> int:
             module, cls, _ = NODES[name]
             graph.add(getattr(import_module(module), cls), parameter_overrides=overrides[name])
         recorder = graph.add(RecordNode, parameter_overrides=[Parameter("out_dir", value=str(out))])
-        session = graph.add(SessionNode, episodes=args.episodes, time_limit=time_limit, review=review)
+        session = graph.add(SessionNode, episodes=args.episodes, time_limit=time_limit, review=review,
+                            hold=args.hold)
         print(f"lam record: {args.episodes} episode(s) of {args.task} from {args.source} -> {out} "
               f"(time limit {time_limit:g} s; Ctrl-C stops and keeps what was recorded)", flush=True)
         graph.spin(until=lambda: session.done, handle_signals=True)
@@ -354,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
     record.add_argument("--out", required=True, help="output folder (episodes are appended)")
     record.add_argument("--time-limit", type=float, help="s per episode (default: the task's)")
+    record.add_argument("--hold", type=float, default=1.0,
+                        help="s recorded after the task succeeds (the operator settling on the goal)")
     record.add_argument("--review", action="store_true", help="ask to keep, discard or re-record each episode")
     record.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the nodes")
     record.add_argument("--json", action="store_true", help="print a JSON summary")

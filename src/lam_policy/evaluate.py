@@ -90,7 +90,7 @@ def evaluate(policy, task_name: str, config: EvalConfig | None = None,
                     interventions.update(status.interventions)
                 clock += dt
             episodes.append({"seed": c.seed + i, "success": success, "time_s": round(clock - start, 3),
-                             "nonfinite_actions": nonfinite})
+                             "nonfinite_actions": nonfinite, "final": task.info()})
     finally:
         arm.close()
     times = np.array([e["time_s"] for e in episodes])
