@@ -302,6 +302,10 @@ def cmd_bench(args) -> int:
     from lam_control.bench import run_benchmarks
 
     results = run_benchmarks(seconds=args.seconds)
+    if args.learning:
+        from lam_policy.bench_learning import bench_time_to_success
+
+        results["learning_reach"] = bench_time_to_success()
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -379,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure the stack's speed")
     bench.add_argument("--seconds", type=float, default=5.0, help="duration of the node loop measurement")
+    bench.add_argument("--learning", action="store_true",
+                       help="also time recording 50 reach demos and training ACT to 90%% success (~10 min)")
     bench.add_argument("--json", action="store_true", help="print JSON")
     bench.set_defaults(func=cmd_bench)
     return parser

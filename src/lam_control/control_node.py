@@ -191,6 +191,8 @@ class ControlNode(Node):
     def _publish_success(self, force: bool = False) -> None:
         success = bool(self.task.success())  # a numpy bool serialises as False
         if force or success != self._success:
+            if success and self._success is False:
+                self.get_logger().info(f"task {self.task.name} (seed {self.task.seed}) succeeded")
             self._success = success
             self.success_pub.publish(Bool(data=success))
 
