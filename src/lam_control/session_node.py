@@ -47,6 +47,7 @@ class SessionNode(Node):
         self._reset_reply: dict = {}
         self._success_at: float | None = None
         self._run_start = 0.0
+        self._called_at = 0.0
         self.create_timer(0.02, self._on_timer)
 
     def _on_success(self, msg: Bool) -> None:
@@ -55,6 +56,7 @@ class SessionNode(Node):
     def _call(self, name: str, then: str) -> None:
         future = self.services_[name].call_async(Trigger.Request())
         self._pending = (name, future, then)
+        self._called_at = time.monotonic()
 
     def _enter(self, state: str) -> None:
         self._state, self._since = state, time.monotonic()
@@ -65,7 +67,7 @@ class SessionNode(Node):
         if self._pending is not None:
             name, future, then = self._pending
             if not future.done():
-                if time.monotonic() - self._since > 10.0:
+                if time.monotonic() - self._called_at > 10.0:
                     self._fail(f"{name} did not answer within 10 s")
                 return
             self._pending = None
