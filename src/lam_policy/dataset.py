@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from lam_control.replay import (EpisodeError, applied_commands, command_names, joint_states, keypoints,
-                                object_poses, read_episode)
+                                object_poses, read_episode, requested_commands)
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: actions are the requested commands
 DISCARDED_DIR = "discarded"
 OPTIONAL = ("observation.object_poses", "observation.keypoints")
 
@@ -122,9 +122,16 @@ def episode_arrays(folder: Path, rate: float) -> tuple[dict[str, np.ndarray], di
     st, sq = joint_states(ep, names)
     sq = _fill_leading(sq)
     state = np.stack([np.interp(t, st, sq[:, j]) for j in range(len(names))], axis=1)  # (T, J)
+    # The action is the command the operator's side asked for (/lam/joint_command: retargeting's
+    # output, as a leader arm's position is in LeRobot), held between commands; the safety filter
+    # stays in the loop when a policy replaces the operator. The filtered command
+    # (/lam/applied_command) only leads the state by one control tick: a policy imitating it
+    # learns to stop wherever the arm is (measured: reach stalled ~2 cm short). Episodes without
+    # requests fall back to the applied command.
     action = state.copy()
-    if ep.messages("/lam/applied_command"):
-        ct, cq = applied_commands(ep, names)
+    source = "/lam/joint_command" if ep.messages("/lam/joint_command") else "/lam/applied_command"
+    if ep.messages(source):
+        ct, cq = (requested_commands if source == "/lam/joint_command" else applied_commands)(ep, names)
         cq = _fill_leading(cq)
         idx = _hold(ct, t)
         action[idx >= 0] = cq[idx[idx >= 0]]
@@ -139,7 +146,7 @@ def episode_arrays(folder: Path, rate: float) -> tuple[dict[str, np.ndarray], di
         out = np.zeros((n, kp.shape[1], 4), dtype=np.float32)  # (T, 75, 4); before the first: confidence 0
         out[idx >= 0] = kp[idx[idx >= 0]]
         arrays["observation.keypoints"] = out.reshape(n, -1)
-    meta.update(joint_names=names, duration=(end - start) * 1e-9, frames=n)
+    meta.update(joint_names=names, duration=(end - start) * 1e-9, frames=n, action_source=source)
     return arrays, meta
 
 
