@@ -14,6 +14,7 @@ from skimage import data
 
 from lam_capture.ros_keypoints import cloud_to_keypoints
 from lam_capture.skeleton import BODY, POSE_BONES
+from lam_control.resources import share_file
 from lam_control.ros_graph import Graph
 from ros_helpers import domain_id, stop_process
 
@@ -67,8 +68,12 @@ def test_image_source_publishes_plausible_keypoints_at_10hz(tmp_path):
     assert 0.25 <= np.median(widths) <= 0.5
 
 
-def test_mocap_source_publishes_at_the_clip_rate_with_rigid_bones():
-    got = run_capture("mocap:punch", seconds=4.0)
+def test_mocap_source_publishes_at_the_clip_rate_with_rigid_bones(tmp_path):
+    # The 2.2 s clip loops: a slow discovery on a loaded machine must not outlast it.
+    overlay = tmp_path / "loop.yaml"
+    overlay.write_text("capture_node:\n  ros__parameters:\n    loop: true\n")
+    got = run_capture("mocap:punch", seconds=4.0,
+                      extra=["--params", str(share_file("config/capture.yaml")), str(overlay)])
     times = np.array([t for t, _, _ in got])
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert rate == pytest.approx(30.0, rel=0.15)  # humanoid3d_punch is a 30 Hz clip
