@@ -209,7 +209,7 @@ def cmd_record(args) -> int:
         for name in names:
             module, cls, _ = NODES[name]
             graph.add(getattr(import_module(module), cls), parameter_overrides=overrides[name])
-        recorder = graph.add(RecordNode, parameter_overrides=[Parameter("out_dir", value=str(out))])
+        graph.add(RecordNode, parameter_overrides=[Parameter("out_dir", value=str(out))])
         session = graph.add(SessionNode, episodes=args.episodes, time_limit=time_limit, review=review,
                             hold=args.hold)
         print(f"lam record: {args.episodes} episode(s) of {args.task} from {args.source} -> {out} "
