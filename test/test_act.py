@@ -21,14 +21,7 @@ KEYS = (STATE, OBJECT_POSES)
 SMALL_ACT = dict(d_model=64, heads=4, encoder_layers=1, decoder_layers=1, ff_dim=128, latent_dim=8, vae_layers=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run faster on one intra-op thread, and parallel test processes then never
-    oversubscribe the cores (two spinning OpenMP pools make a step 10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

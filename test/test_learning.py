@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import torch
 
 from lam_control.robot import RobotConfig
 from lam_policy.bench_learning import record_demos, small_train_config
@@ -27,16 +26,8 @@ STEPS = 4000  # measured: ~1000 samples/s at batch 32 on one core -> ~2 min
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_act_from_50_scripted_reach_demos_succeeds_on_unseen_seeds(tmp_path, monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as lam eval and policy_node run it; restored below
-    try:
-        _learn(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _learn(tmp_path):
+@pytest.mark.usefixtures("one_torch_thread")  # as lam eval and policy_node run it
+def test_act_from_50_scripted_reach_demos_succeeds_on_unseen_seeds(tmp_path):
     demos = record_demos(tmp_path / "demos", "reach", episodes=50, seed=0)
     assert demos["episodes"] == 50 and demos["success_rate"] >= 0.9, demos
     frames, report = frames_from_folders([str(tmp_path / "demos")], 30.0)

@@ -26,13 +26,7 @@ SMALL_ACT = dict(observation_keys=[STATE, OBJECT_POSES], d_model=32, heads=2, en
                  ff_dim=64, latent_dim=4, vae_layers=1, chunk=6, dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """See test_act.one_thread: small models, one intra-op thread, no oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
