@@ -64,7 +64,6 @@ class EpisodeSession:
         self._name = ""
         self._start_ns = 0
         self._success = False
-        self._counts: dict[str, int] = {}
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -98,17 +97,15 @@ class EpisodeSession:
         path = self._next_path()
         self.writer = EpisodeWriter(path, self.topics, flush_period=self.flush_period)
         self._name, self._start_ns, self._success = path.name, int(stamp_ns), False
-        self._counts = {t: 0 for t in self.topics}
         self.writer.event("start", stamp_ns, **self._fields())
         log.info("recording %s (task %r, seed %s)", path, self.task, self.seed)
         return self._name
 
     def write(self, topic: str, stamp_ns: int, data: bytes) -> bool:
         """Record one serialized message; False (dropped by design) while not recording."""
-        if self.writer is None or topic not in self._counts:
+        if self.writer is None or topic not in self.topics:
             return False
         self.writer.write(topic, stamp_ns, data)
-        self._counts[topic] += 1
         return True
 
     def mark_success(self, stamp_ns: int) -> None:
@@ -130,7 +127,7 @@ class EpisodeSession:
         writer, self.writer = self.writer, None
         duration = max(0.0, (int(stamp_ns) - self._start_ns) * 1e-9)
         summary = EpisodeSummary(self._name, str(writer.path), self.task, self.seed, self._success,
-                                 reason, round(duration, 3), dict(self._counts))
+                                 reason, round(duration, 3), {t: writer.counts[t] for t in self.topics})
         try:
             writer.event("end", stamp_ns, **self._fields(), success=self._success, reason=reason)
         finally:
