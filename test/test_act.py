@@ -115,9 +115,9 @@ def test_act_with_keypoints_and_without_vae_trains_a_step():
 
 
 @pytest.mark.parametrize("kind", ["act", "mlp"])
-@pytest.mark.parametrize("coef", [0.0, 0.3])
-def test_online_temporal_ensembling_equals_offline(frames, kind, coef):
-    policy = make_policy(kind, frames, history=3, temporal_ensemble=coef)
+@pytest.mark.parametrize("coef, relative", [(0.0, False), (0.3, False), (0.3, True)])
+def test_online_temporal_ensembling_equals_offline(frames, kind, coef, relative):
+    policy = make_policy(kind, frames, history=3, temporal_ensemble=coef, relative_actions=relative)
     rows = np.flatnonzero(frames.data[EPISODE] == 1)
     chunks = policy.predict_action_chunk({k: v for k, v in windows(policy, frames, rows).items()
                                           if k in KEYS}).double().numpy()  # (T, K, A)
@@ -152,12 +152,27 @@ def test_select_action_rejects_a_missing_or_misshaped_observation(frames):
         policy.predict_action_chunk({STATE: np.zeros((1, 2, 4)), OBJECT_POSES: np.zeros((1, 2, 7))})
 
 
+def test_relative_actions_are_offsets_from_the_newest_state(frames):
+    policy = make_policy("mlp", frames, relative_actions=True, history=2)
+    head = policy.net[-1]
+    head.weight.data.zero_()
+    head.bias.data.zero_()  # normalised offset 0 -> the offset is the stats' mean
+    batch = {k: v for k, v in windows(policy, frames, np.arange(30)).items() if k in KEYS}
+    chunk = policy.predict_action_chunk(batch)
+    mean = torch.as_tensor(policy.normaliser.to_json()[ACTION]["mean"])
+    expected = batch[STATE][:, -1:, :] + mean
+    torch.testing.assert_close(chunk, expected.expand_as(chunk), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="relative_actions needs a state as wide as the action"):
+        MLPPolicy(MLPConfig(observation_keys=(STATE,), relative_actions=True), {STATE: 4, ACTION: 5},
+                  REACH_JOINTS, 30.0)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
-@pytest.mark.parametrize("kind", ["act", "mlp"])
-def test_save_load_gives_identical_outputs(tmp_path, frames, kind):
-    policy = make_policy(kind, frames)
+@pytest.mark.parametrize("kind, relative", [("act", False), ("mlp", False), ("act", True)])
+def test_save_load_gives_identical_outputs(tmp_path, frames, kind, relative):
+    policy = make_policy(kind, frames, relative_actions=relative)
     policy.save(tmp_path)
     loaded = (ACTPolicy if kind == "act" else MLPPolicy).load(tmp_path, expected_joint_names=REACH_JOINTS,
                                                               device="cpu")
@@ -240,6 +255,7 @@ def test_edited_stats_and_broken_json_are_refused(saved_act):
     (ACTConfig, {"device": "gpu0"}, "device"),
     (MLPConfig, {"hidden_dims": ()}, "hidden_dims"),
     (MLPConfig, {"std_floor": 0.0}, "std_floor"),
+    (MLPConfig, {"relative_actions": 1}, "relative_actions"),
 ])
 def test_config_validation_names_the_field(cls, kwargs, field):
     with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field}"):

@@ -15,7 +15,8 @@ from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm
 from lam_control.tasks import make_task
 from lam_control.trajectory import Trajectory
-from lam_policy.frames import OBJECT_POSES, STATE
+from lam_policy.features import TcpFeature
+from lam_policy.frames import OBJECT_POSES, STATE, TCP
 
 
 @dataclass
@@ -42,9 +43,10 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.time_limit must be >= 0 s, got {self.time_limit!r}")
 
 
-def observation(arm: SimArm, task, policy) -> dict[str, np.ndarray]:
+def observation(arm: SimArm, task, policy, tcp: TcpFeature | None = None) -> dict[str, np.ndarray]:
     """This instant's observation, by name: joint positions in the policy's joint order (the
-    dataset's observation.state) and the task's object poses flattened (M * 7)."""
+    dataset's observation.state), the task's object poses flattened (M * 7) and, with ``tcp``,
+    the derived observation.tcp."""
     state = arm.read_state()
     by_name = dict(zip(arm.joint_names, state.positions))
     missing = [j for j in policy.joint_names if j not in by_name]
@@ -53,6 +55,10 @@ def observation(arm: SimArm, task, policy) -> dict[str, np.ndarray]:
     obs = {STATE: np.array([by_name[j] for j in policy.joint_names])}
     if OBJECT_POSES in policy.features:
         obs[OBJECT_POSES] = task.object_poses().reshape(-1)
+    if TCP in policy.features:
+        if tcp is None:
+            raise ValueError("the policy observes observation.tcp: pass the TcpFeature of the arm")
+        obs[TCP] = tcp.compute(obs[STATE], task.object_poses().reshape(-1) if policy.features[TCP] > 3 else None)
     return obs
 
 
@@ -66,6 +72,7 @@ def evaluate(policy, task_name: str, config: EvalConfig | None = None,
                                      control_period=1.0 / c.control_rate))
     try:
         task = make_task(task_name, arm)
+        tcp = TcpFeature(robot, policy.joint_names) if TCP in policy.features else None
         limit = c.time_limit or task.time_limit
         dt, period = 1.0 / c.control_rate, 1.0 / policy.fps
         clock = 0.0  # sim time runs on across episodes (SimArm keeps one clock)
@@ -77,7 +84,7 @@ def evaluate(policy, task_name: str, config: EvalConfig | None = None,
             while clock - start < limit:
                 if clock >= next_policy - 1e-9:
                     t0 = time.perf_counter()
-                    action = np.asarray(policy.select_action(observation(arm, task, policy)), dtype=float)
+                    action = np.asarray(policy.select_action(observation(arm, task, policy, tcp)), dtype=float)
                     latency.append(time.perf_counter() - t0)
                     nonfinite += int(not np.all(np.isfinite(action)))
                     arm.submit(Trajectory.build(policy.joint_names, [0.0], [action]), clock)

@@ -1,7 +1,8 @@
 """Demonstration frames as policies and training see them, and the windows cut from them.
 
 A ``Frames`` holds a dict of numpy arrays at a fixed rate ``fps``: ``observation.state`` (N, S),
-optional ``observation.object_poses`` (N, P) and ``observation.keypoints`` (N, 300), ``action``
+optional ``observation.object_poses`` (N, P), ``observation.keypoints`` (N, 300) and
+``observation.tcp`` (N, 3 + 3M, derived: see ``lam_policy.features``), ``action``
 (N, A) and ``episode_index`` (N,), plus the ``joint_names`` (length A) the actions are for.
 Episodes are contiguous runs of ``episode_index``.
 
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-STATE, OBJECT_POSES, KEYPOINTS, ACTION, EPISODE = (
-    "observation.state", "observation.object_poses", "observation.keypoints", "action", "episode_index")
-OBSERVATION_KEYS = (STATE, OBJECT_POSES, KEYPOINTS)
+STATE, OBJECT_POSES, KEYPOINTS, TCP, ACTION, EPISODE = (
+    "observation.state", "observation.object_poses", "observation.keypoints", "observation.tcp", "action",
+    "episode_index")
+OBSERVATION_KEYS = (STATE, OBJECT_POSES, KEYPOINTS, TCP)
 
 
 @dataclass
@@ -138,6 +140,21 @@ def compute_stats(frames: Frames, keys, rows: np.ndarray | None = None, std_floo
         arr = arr.astype(np.float64)
         stats[key] = {"mean": arr.mean(axis=0), "std": np.maximum(arr.std(axis=0), std_floor)}
     return stats
+
+
+def relative_action_stats(frames: Frames, rows: np.ndarray, chunk: int, std_floor: float = 1e-2) -> dict:
+    """Mean and std (floored) of the chunk offsets action[t+k] - state[t], k < ``chunk``, over the
+    windows at ``rows`` (steps past an episode's end excluded), for ``relative_actions``."""
+    start, end = frames.episode_bounds()
+    state, action = frames.data[STATE].astype(np.float64), frames.data[ACTION].astype(np.float64)
+    total, total_sq, count = 0.0, 0.0, 0
+    for k in range(chunk):
+        t = rows[rows + k < end[rows]]
+        delta = action[t + k] - state[t]
+        total, total_sq, count = total + delta.sum(0), total_sq + (delta ** 2).sum(0), count + len(t)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 0.0))
+    return {"mean": mean, "std": np.maximum(std, std_floor)}
 
 
 def load_npz_frames(paths) -> tuple[dict[str, np.ndarray], dict]:

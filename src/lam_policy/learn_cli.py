@@ -38,10 +38,34 @@ def frames_from_folders(dirs: list[str], rate: float, successful_only: bool = Tr
     data = {k: ds.arrays[k][rows] for k in (*OBSERVATION_KEYS, ACTION, EPISODE) if k in ds.arrays}
     report = {"episodes": len(ds.episodes), "used": len(keep), "frames": int(rows.sum()),
               "skipped": [list(s) for s in ds.skipped], "discarded": len(ds.discarded)}
-    return Frames(data, list(ds.joint_names), rate), report
+    return with_tcp(Frames(data, list(ds.joint_names), rate)), report
 
 
-def _train_config(args):
+def with_tcp(frames: Frames) -> Frames:
+    """``frames`` plus the derived observation.tcp when the default robot's arm joints are among
+    its joints (else unchanged, with a warning: a policy can still use the other features)."""
+    import logging
+
+    from lam_control.robot import RobotConfig
+    from lam_policy.features import add_tcp_feature
+
+    try:
+        return add_tcp_feature(frames, RobotConfig())
+    except ValueError as exc:
+        logging.getLogger(__name__).warning("observation.tcp not added: %s", exc)
+        return frames
+
+
+def default_observation_keys(frames: Frames) -> list[str]:
+    """What a task policy observes unless told otherwise: the joint state and, when the data has
+    them, the task's object poses and the TCP feature. Operator keypoints are left out: a task
+    policy runs without an operator (motion imitation asks for them with --obs-keys)."""
+    from lam_policy.frames import OBJECT_POSES, STATE, TCP
+
+    return [STATE] + [k for k in (OBJECT_POSES, TCP) if k in frames.data]
+
+
+def _train_config(args, frames: Frames):
     from lam_policy.train import TrainConfig
 
     fields = {}
@@ -56,18 +80,23 @@ def _train_config(args):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    policy_config = fields.setdefault("policy_config", {})
+    if not isinstance(policy_config, dict):
+        raise ValueError(f"--config {args.config}: policy_config must be a mapping of the policy's fields")
     if args.obs_keys:
-        fields.setdefault("policy_config", {})["observation_keys"] = args.obs_keys
+        policy_config["observation_keys"] = args.obs_keys
+    policy_config.setdefault("observation_keys", default_observation_keys(frames))
     return TrainConfig(**fields)
 
 
 def cmd_train(args) -> int:
     from lam_policy.train import train
 
-    config = _train_config(args)
     frames, report = frames_from_folders(args.data, args.rate, not args.all_episodes)
+    config = _train_config(args, frames)
     summary = train(frames, args.out, config, resume=not args.no_resume, progress=not args.quiet)
     summary["data"] = report
+    summary["observation_keys"] = list(config.policy_config.observation_keys)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0

@@ -58,6 +58,11 @@ class PolicyConfig:
     temporal_ensemble: float | None = 0.01  # ACT's m in w_i = exp(-m i), oldest i=0; None = off
     dropout: float = 0.1
     std_floor: float = 1e-2  # floor of the normalisation std (a constant feature stays finite)
+    # Predict each chunk step as an offset from the current joint state (the newest state frame)
+    # instead of an absolute target. The state and action must name the same joints in the same
+    # order (the dataset's do). An offset that is zero where the demonstrations stop holds still
+    # there, so small imitation errors do not become a standing offset from the goal.
+    relative_actions: bool = False
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -82,6 +87,8 @@ class PolicyConfig:
             raise ValueError(f"{name}.temporal_ensemble must be a finite number >= 0 or None, got {te!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{name}.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.relative_actions, bool):
+            raise ValueError(f"{name}.relative_actions must be true or false, got {self.relative_actions!r}")
         if not (math.isfinite(self.std_floor) and self.std_floor > 0):
             raise ValueError(f"{name}.std_floor must be finite and > 0, got {self.std_floor!r}")
         check_device_name(name, self.device)
@@ -183,6 +190,9 @@ class BasePolicy(nn.Module):
             raise ValueError(f"features has no {missing[0]!r}; the config uses {needed}")
         if len(joint_names) != features[ACTION]:
             raise ValueError(f"joint_names has {len(joint_names)} names for an action of width {features[ACTION]}")
+        if config.relative_actions and int(features[STATE]) != int(features[ACTION]):
+            raise ValueError(f"relative_actions needs a state as wide as the action, got {features[STATE]} "
+                             f"state and {features[ACTION]} action values")
         self.config = config
         self.features = {k: int(features[k]) for k in needed}
         self.joint_names = [str(j) for j in joint_names]
@@ -238,8 +248,10 @@ class BasePolicy(nn.Module):
         self.eval()
         try:
             with torch.inference_mode():
-                chunk = self._chunk(self._normalised_obs(obs_batch))
-                return self.normaliser.unnormalise(ACTION, chunk)
+                chunk = self.normaliser.unnormalise(ACTION, self._chunk(self._normalised_obs(obs_batch)))
+                if self.config.relative_actions:
+                    chunk = chunk + self._as_tensor(obs_batch[STATE])[:, -1:, :]
+                return chunk
         finally:
             self.train(was_training)
 
@@ -272,7 +284,10 @@ class BasePolicy(nn.Module):
         """Training loss on raw-unit windows: {obs key: (B, H, D), 'action': (B, K, A),
         'action_is_pad': (B, K) bool (optional)} -> (scalar loss, logs of floats)."""
         obs = self._normalised_obs(batch)
-        actions = self.normaliser.normalise(ACTION, self._as_tensor(batch[ACTION]))
+        actions = self._as_tensor(batch[ACTION])
+        if self.config.relative_actions:
+            actions = actions - self._as_tensor(batch[STATE])[:, -1:, :]
+        actions = self.normaliser.normalise(ACTION, actions)
         if actions.ndim != 3 or actions.shape[1:] != (self.config.chunk, self.features[ACTION]):
             raise ValueError(f"batch 'action' must be (B, {self.config.chunk}, {self.features[ACTION]}), "
                              f"got {tuple(actions.shape)}")

@@ -103,7 +103,7 @@ class PolicyNode(Node):
 
             if not get("checkpoint"):
                 raise ValueError("mode lam needs the checkpoint parameter (a checkpoint folder)")
-            self.runtime = LamRuntime(get("checkpoint"), self.names, device=get("device"))
+            self.runtime = LamRuntime(get("checkpoint"), self.names, device=get("device"), robot=self.robot)
         self._index = {n: i for i, n in enumerate(self.names)}
         self._q = np.full(len(self.names), np.nan)
         self.counts: Counter = Counter()

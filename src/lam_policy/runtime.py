@@ -13,7 +13,9 @@ import time
 import numpy as np
 
 from lam_capture.skeleton import Keypoints
-from lam_policy.frames import KEYPOINTS, OBJECT_POSES, STATE
+from lam_control.robot import RobotConfig
+from lam_policy.features import TcpFeature
+from lam_policy.frames import KEYPOINTS, OBJECT_POSES, STATE, TCP
 from lam_policy.policy_base import load_policy
 
 
@@ -25,7 +27,7 @@ class LamRuntime:
     """Latest-only observation cache + the policy. ``step()`` returns (times, positions) or None."""
 
     def __init__(self, checkpoint: str, robot_joints: list[str], device: str = "auto",
-                 max_state_age: float = 0.5, threads: int = 1):
+                 max_state_age: float = 0.5, threads: int = 1, robot: RobotConfig | None = None):
         # One intra-op thread: on a 2-core robot PC, two threads contend with the other nodes and
         # ACT's p99 grew from ~3 ms to hundreds (measured by bench_policy).
         if threads > 0:
@@ -36,6 +38,9 @@ class LamRuntime:
         self.policy = load_policy(checkpoint, expected_joint_names=list(robot_joints), device=device)
         self.joint_names = list(self.policy.joint_names)
         self.keys = tuple(self.policy.config.observation_keys)
+        # observation.tcp: forward kinematics of the robot being commanded (default: the sim arm).
+        self._tcp = TcpFeature(robot or RobotConfig(), self.joint_names) if TCP in self.keys else None
+        self._tcp_objects = TCP in self.keys and self.policy.features[TCP] > 3
         self.fps = self.policy.fps
         self.max_state_age = max_state_age
         self._q = {n: np.nan for n in self.joint_names}
@@ -54,6 +59,8 @@ class LamRuntime:
     def update_objects(self, poses: np.ndarray) -> None:
         poses = np.asarray(poses, dtype=float).reshape(-1)
         width = self.policy.features.get(OBJECT_POSES)
+        if width is None and self._tcp_objects:
+            width = (self.policy.features[TCP] - 3) // 3 * 7
         if width is not None and poses.size != width:
             raise ObservationError(f"object poses have {poses.size} values; the policy was trained on {width}")
         if np.all(np.isfinite(poses)):
@@ -70,7 +77,7 @@ class LamRuntime:
             return "no joint state yet"
         if now - self._state_time > self.max_state_age:
             return f"joint state older than {self.max_state_age} s"
-        if OBJECT_POSES in self.keys and self._objects is None:
+        if (OBJECT_POSES in self.keys or self._tcp_objects) and self._objects is None:
             return "no object poses yet"
         if KEYPOINTS in self.keys and self._keypoints is None:
             return "no operator keypoints yet"
@@ -89,6 +96,8 @@ class LamRuntime:
             obs[OBJECT_POSES] = self._objects
         if KEYPOINTS in self.keys:
             obs[KEYPOINTS] = self._keypoints
+        if self._tcp is not None:
+            obs[TCP] = self._tcp.compute(obs[STATE], self._objects if self._tcp_objects else None)
         t0 = time.perf_counter()
         first = np.asarray(self.policy.select_action(obs), dtype=float)
         chunk = self.policy.last_chunk

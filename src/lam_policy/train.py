@@ -34,7 +34,8 @@ import torch.distributed as tdist
 
 from lam_policy.act import ACTConfig, ACTPolicy
 from lam_policy.checkpoint import CheckpointError
-from lam_policy.frames import ACTION, Frames, WindowSource, compute_stats, load_npz_frames, split_episodes
+from lam_policy.frames import (ACTION, Frames, WindowSource, compute_stats, load_npz_frames, relative_action_stats,
+                               split_episodes)
 from lam_policy.mlp import MLPConfig, MLPPolicy
 from lam_policy.policy_base import BasePolicy, PolicyConfig, check_device_name, resolve_device
 from lam_policy.train_state import (EpochSampler, TrainingState, latest_checkpoint, optimizer_from_flat,
@@ -225,7 +226,12 @@ class Trainer:
         pc = dataclasses.replace(config.policy_config, device=str(dist.device))
         self.keys = (*pc.observation_keys, ACTION)
         self.train_rows, self.val_rows = split_episodes(frames, config.val_fraction, config.seed)
-        stats = state.meta["stats"] if state else compute_stats(frames, self.keys, self.train_rows, pc.std_floor)
+        if state:
+            stats = state.meta["stats"]
+        else:
+            stats = compute_stats(frames, self.keys, self.train_rows, pc.std_floor)
+            if pc.relative_actions:
+                stats[ACTION] = relative_action_stats(frames, self.train_rows, pc.chunk, pc.std_floor)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         policy_class = POLICIES[config.policy][0]
         self.policy = policy_class(pc, frames.feature_dims(self.keys), frames.joint_names, frames.fps, stats).train()
