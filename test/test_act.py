@@ -58,7 +58,7 @@ def episode_obs(frames: Frames, keys, episode: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("kind, steps, lr, extra", [
-    ("act", 600, 1e-3, SMALL_ACT),
+    ("act", 1000, 1e-3, SMALL_ACT),
     ("mlp", 1500, 3e-3, {}),
 ])
 def test_policy_overfits_a_few_demonstrations(tmp_path, frames, kind, steps, lr, extra):

@@ -2,11 +2,10 @@
 teleop graph (`lam record`), ACT trained on them, closed-loop evaluation on unseen seeds through
 the safety filter; the MLP baseline trained on the same data with the same budget.
 
-The product goal is >= 90% on unseen seeds; it is NOT met yet. Measured with this configuration
-(small ACT, 4000 steps, 40 eval episodes): ACT 67-90% across variants, MLP 90%. The failures stall
-2.7-7 cm from the marker in parts of the target volume that 50 demonstrations cover thinly. The
-thresholds below guard the loop against regressions (a broken recorder, dataset or trainer
-scores ~0%); raise them to 0.9 when the policy gets there."""
+The goal is >= 90% on unseen seeds. `lam train`'s defaults (ACT d_model 64, relative actions,
+observing state, object poses and the TCP feature) measured on 50 recorded reach demos, 20 unseen
+seeds: 95% after 4000 steps, 100% after 8000; the MLP 100%. Without the TCP feature and relative
+actions ACT stalled 2.7-7 cm from the marker (67-90%). 6000 steps keep the test inside CI's budget."""
 from __future__ import annotations
 
 import logging
@@ -21,7 +20,7 @@ from lam_policy.policy_base import load_policy
 from lam_policy.train import train
 
 log = logging.getLogger(__name__)
-STEPS = 4000  # measured: ~1000 samples/s at batch 32 on one core -> ~2 min
+STEPS = 6000  # measured: ~1000 samples/s at batch 32 on one core -> ~3 min
 
 
 @pytest.mark.slow
@@ -41,5 +40,5 @@ def test_act_from_50_scripted_reach_demos_succeeds_on_unseen_seeds(tmp_path):
                  results[kind]["success_rate"], results[kind]["mean_episode_time_s"],
                  results[kind]["interventions_per_episode"])
         assert results[kind]["nonfinite_actions"] == 0
-    assert results["act"]["success_rate"] >= 0.6, results["act"]
-    assert results["mlp"]["success_rate"] >= 0.6, results["mlp"]
+    assert results["act"]["success_rate"] >= 0.9, results["act"]
+    assert results["mlp"]["success_rate"] >= 0.6, results["mlp"]  # the baseline ran and learned

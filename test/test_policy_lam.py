@@ -27,7 +27,8 @@ def constant_policy(path, joint_names, target) -> None:
     """A real ACT checkpoint whose every output is ``target``: zero weights in the action head,
     the target as its normalisation mean (so the test knows what the arm must reach)."""
     n = len(joint_names)
-    policy = ACTPolicy(ACTConfig(chunk=10, use_vae=False, device="cpu"), {STATE: n, ACTION: n}, joint_names, 30.0,
+    policy = ACTPolicy(ACTConfig(chunk=10, use_vae=False, relative_actions=False, device="cpu"), {STATE: n, ACTION: n},
+                       joint_names, 30.0,
                        stats={STATE: {"mean": [0.0] * n, "std": [1.0] * n},
                               ACTION: {"mean": list(map(float, target)), "std": [1.0] * n}})
     head = [m for m in policy.modules() if hasattr(m, "weight") and getattr(m, "out_features", 0) == n][-1]

@@ -53,7 +53,7 @@ class PolicyConfig:
 
     observation_keys: tuple[str, ...] = (STATE,)  # state always; object_poses, keypoints optional
     history: int = 2  # observation frames per decision (t-h+1..t)
-    chunk: int = 20  # K: actions predicted per decision
+    chunk: int = 10  # K: actions predicted per decision (1/3 s at 30 Hz)
     n_action_steps: int | None = None  # actions executed per chunk without ensembling (None = K)
     temporal_ensemble: float | None = 0.01  # ACT's m in w_i = exp(-m i), oldest i=0; None = off
     dropout: float = 0.1
@@ -62,7 +62,9 @@ class PolicyConfig:
     # instead of an absolute target. The state and action must name the same joints in the same
     # order (the dataset's do). An offset that is zero where the demonstrations stop holds still
     # there, so small imitation errors do not become a standing offset from the goal.
-    relative_actions: bool = False
+    # Measured on the sim tasks (small ACT, 50 demos each, with observation.tcp): reach 95% with
+    # it vs 70% without; push 70% either way; pick_place 50% vs 40%.
+    relative_actions: bool = True
     device: str = "auto"
 
     def __post_init__(self) -> None:
