@@ -121,8 +121,46 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+MIMIC_RETARGET_PARAMS = ("arm", "mirror", "robot_shoulder_link", "robot_elbow_link", "scale", "neutral_offset",
+                         "robot_reach", "calibration_frames", "orientation", "anchor_decay")
+
+
+def _mimic_checkpoint(mode: str, checkpoint: str | None) -> None:
+    """--mode lam needs a checkpoint that observes the operator (observation.keypoints)."""
+    if mode != "lam":
+        if checkpoint:
+            raise CLIError("--checkpoint is for --mode lam")
+        return
+    if not checkpoint:
+        raise CLIError("--mode lam needs --checkpoint CKPT (a policy trained with observation.keypoints)")
+    from lam_policy.checkpoint import CONFIG_FILE, read_json
+    from lam_policy.frames import KEYPOINTS
+
+    keys = read_json(Path(checkpoint) / CONFIG_FILE).get("config", {}).get("observation_keys", [])
+    if KEYPOINTS not in keys:
+        raise CLIError(f"checkpoint {checkpoint} does not observe {KEYPOINTS} (it observes {list(keys)}): it cannot "
+                       f"imitate an operator; train one with --obs-keys observation.state {KEYPOINTS}")
+
+
+def _mimic_retarget_config(policy):
+    """The RetargetConfig the reference path is computed with: policy_node's own in retarget mode,
+    else one built from its parameters (the same mapping of operator to robot)."""
+    from lam_policy.gestures import GripperConfig
+    from lam_policy.retarget import RetargetConfig
+
+    retargeter = getattr(policy, "retargeter", None)
+    if retargeter is not None:
+        return retargeter.config
+    values = {name: policy.get_parameter(name).value for name in MIMIC_RETARGET_PARAMS}
+    values["neutral_offset"] = [float(v) for v in values["neutral_offset"]]
+    gripper = GripperConfig(close_below=float(policy.get_parameter("pinch_close").value),
+                            open_above=float(policy.get_parameter("pinch_open").value))
+    return RetargetConfig(**values, gripper=gripper)
+
+
 def cmd_mimic(args) -> int:
-    """Run a mocap clip through capture -> retarget -> the sim arm and report imitation figures."""
+    """Run a mocap clip through capture -> policy (retarget or a lam checkpoint) -> the sim arm and
+    report imitation figures."""
     from rclpy.parameter import Parameter
 
     from lam_capture.capture_node import CaptureNode
@@ -137,14 +175,18 @@ def cmd_mimic(args) -> int:
     kind, clip = parse_spec(args.source)
     if kind != "mocap":
         raise CLIError(f"lam mimic needs a mocap:CLIP source (the clean clip is the reference), got {args.source!r}")
+    _mimic_checkpoint(args.mode, args.checkpoint)
     clean = MocapSource(clip, SourceOptions()).all_keypoints()
     perturb = [Parameter("perturb_noise", value=args.noise / 100.0), Parameter("perturb_dropout", value=args.dropout),
                Parameter("perturb_occlusion_rate", value=args.occlusion), Parameter("perturb_seed", value=args.seed)]
     with Graph(args.params or _default_params(("control", "policy", "capture"))) as graph:
         control = graph.add(ControlNode)
-        policy = graph.add(PolicyNode, parameter_overrides=[Parameter("mode", value=args.mode)])
+        mode = [Parameter("mode", value=args.mode)]
+        if args.checkpoint:
+            mode.append(Parameter("checkpoint", value=str(args.checkpoint)))
+        policy = graph.add(PolicyNode, parameter_overrides=mode)
         robot = control.arm.robot
-        targets, q_start = reference_path(robot, policy.retargeter.config, clean)
+        targets, q_start = reference_path(robot, _mimic_retarget_config(policy), clean)
         control.arm.reset_positions(q_start)  # start on the path: measure imitation, not the approach
         monitor = graph.add(MonitorNode)
         capture = graph.add(CaptureNode, parameter_overrides=[
@@ -161,7 +203,8 @@ def cmd_mimic(args) -> int:
     if not monitor.states or not frame_log:
         raise CLIError("the run recorded nothing (no joint states or no capture frames)")
     names = robot.command_joints
-    summary = {"source": args.source, "speed": args.speed, "noise_cm": args.noise, "dropout": args.dropout, "occlusion_per_s": args.occlusion,
+    summary = {"source": args.source, "mode": args.mode, "speed": args.speed, "noise_cm": args.noise,
+               "dropout": args.dropout, "occlusion_per_s": args.occlusion,
                **summarize(robot, frame_log, targets, monitor.states, monitor.applied, monitor.commands, names,
                           control.arm.safety_config.control_period)}
     if apply:
@@ -340,7 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mimic = sub.add_parser("mimic", help="motion imitation metrics for a mocap clip through the whole graph")
     mimic.add_argument("--source", required=True, help="mocap:CLIP (e.g. mocap:punch)")
-    mimic.add_argument("--mode", default="retarget", help="policy mode (retarget)")
+    mimic.add_argument("--mode", default="retarget", choices=("retarget", "lam"),
+                       help="policy_node mode: retarget (live per-frame retargeting) | lam (a learned checkpoint)")
+    mimic.add_argument("--checkpoint", metavar="CKPT",
+                       help="--mode lam: a checkpoint observing observation.keypoints (lam dataset mimic, lam train)")
     mimic.add_argument("--noise", type=float, default=0.0, metavar="CM", help="keypoint noise std, cm")
     mimic.add_argument("--dropout", type=float, default=0.0, help="landmark dropout probability per frame")
     mimic.add_argument("--occlusion", type=float, default=0.0, metavar="RATE", help="occlusion bursts per second")

@@ -1,4 +1,4 @@
-"""``lam dataset``: info, recover, export-lerobot. Registered by lam_control.cli via add_dataset_parser."""
+"""``lam dataset``: info, recover, export-lerobot, mimic. Registered by lam_control.cli via add_dataset_parser."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,18 @@ def add_dataset_parser(subparsers) -> argparse.ArgumentParser:
     exp.add_argument("--repo-id", default="lam/episodes", help="dataset name for the card")
     exp.add_argument("--robot-type", default="lam_arm", help="robot_type in meta/info.json")
     exp.set_defaults(func=cmd_export)
+
+    mim = sub.add_parser("mimic", help="motion-imitation training frames from mocap clips and the offline teacher")
+    mim.add_argument("--clips", nargs="+", metavar="CLIP", help="mocap clips (default: every clip in pybullet_data)")
+    mim.add_argument("--out", required=True, metavar="FILE.npz",
+                     help="output .npz (+ .json metadata), for lam train --data")
+    mim.add_argument("--variants", type=int, default=10,
+                     help="perturbation draws per clip and speed (the first is unperturbed)")
+    mim.add_argument("--speeds", type=float, nargs="+", default=[0.75, 1.0], help="playback speeds")
+    mim.add_argument("--loops", type=int, default=3, help="clip repetitions per episode")
+    mim.add_argument("--seed", type=int, default=0, help="seed of the perturbations and state noise")
+    mim.add_argument("--json", action="store_true", help="print a JSON report")
+    mim.set_defaults(func=cmd_mimic)
     return dataset
 
 
@@ -107,4 +119,33 @@ def cmd_export(args) -> int:
     print(f"wrote LeRobotDataset {info['codebase_version']} to {args.out}: {info['total_episodes']} episodes, "
           f"{info['total_frames']} frames at {info['fps']} fps"
           + (f"; skipped {len(ds.skipped)}: " + ", ".join(n for n, _ in ds.skipped) if ds.skipped else ""))
+    return 0
+
+
+def cmd_mimic(args) -> int:
+    import logging
+
+    from lam_policy.frames import save_frames_npz
+    from lam_policy.motion_data import MimicDataConfig, build_mimic_frames
+
+    if not getattr(args, "verbose", False):  # the cleaner logs every rejected noisy frame: thousands here
+        logging.getLogger("lam_capture.filters").setLevel(logging.WARNING)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        return _fail(args, ValueError(f"--out must end in .npz (lam train --data reads it), got {out}"))
+    try:
+        fields = {"variants": args.variants, "speeds": args.speeds, "loops": args.loops, "seed": args.seed}
+        if args.clips:
+            fields["clips"] = args.clips
+        frames, report = build_mimic_frames(MimicDataConfig(**fields))
+    except ValueError as exc:  # SourceError (an unknown clip) is a ValueError
+        return _fail(args, exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_frames_npz(out, frames)
+    report["out"] = str(out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {report['frames']} frames in {report['episodes']} episodes at {report['fps']:g} Hz from "
+              f"{len(report['clips'])} clip(s) to {out} (+ {out.with_suffix('.json').name})")
     return 0
