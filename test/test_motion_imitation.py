@@ -19,7 +19,8 @@ from lam_capture.perturb import PerturbConfig
 from lam_control.robot import RobotConfig
 from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, STATE, Frames, load_npz_frames, save_frames_npz
 from lam_policy.mimic import jerk_rms, reference_path, tracking_error
-from lam_policy.motion_data import MimicDataConfig, build_mimic_frames, flatten_keypoints, looped
+from lam_policy.frames import flatten_keypoints
+from lam_policy.motion_data import MimicDataConfig, build_mimic_frames, looped
 from lam_policy.motion_teacher import TeacherConfig, joint_bounds, operator_path, teacher_trajectory
 from lam_policy.retarget import RetargetConfig, Retargeter
 

@@ -117,6 +117,11 @@ class Frames:
         return ep[np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])]
 
 
+def flatten_keypoints(kp) -> np.ndarray:
+    """observation.keypoints (75 * 4,) from one Keypoints frame: x, y, z, confidence per landmark."""
+    return np.concatenate([kp.points, kp.confidence[:, None]], axis=1).reshape(-1)
+
+
 def window_indices(t: torch.Tensor, start: torch.Tensor, end: torch.Tensor, history: int, chunk: int):
     """Frame indices of the windows at frames ``t`` (B,), in episodes [start, end) (B,), (B,).
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 import yaml
 
 from lam_policy.frames import ACTION, EPISODE, OBSERVATION_KEYS, Frames
+
+log = logging.getLogger(__name__)
 
 
 def frames_from_folders(dirs: list[str], rate: float, successful_only: bool = True) -> tuple[Frames, dict]:
@@ -44,15 +47,13 @@ def frames_from_folders(dirs: list[str], rate: float, successful_only: bool = Tr
 def with_tcp(frames: Frames) -> Frames:
     """``frames`` plus the derived observation.tcp when the default robot's arm joints are among
     its joints (else unchanged, with a warning: a policy can still use the other features)."""
-    import logging
-
     from lam_control.robot import RobotConfig
     from lam_policy.features import add_tcp_feature
 
     try:
         return add_tcp_feature(frames, RobotConfig())
     except ValueError as exc:
-        logging.getLogger(__name__).warning("observation.tcp not added: %s", exc)
+        log.warning("observation.tcp not added: %s", exc)
         return frames
 
 

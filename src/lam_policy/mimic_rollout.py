@@ -23,9 +23,9 @@ from lam_control.robot import RobotConfig
 from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm
 from lam_control.trajectory import Trajectory
-from lam_policy.frames import KEYPOINTS, STATE
+from lam_policy.frames import KEYPOINTS, STATE, flatten_keypoints
 from lam_policy.mimic import jerk_rms, reference_path, tracking_error
-from lam_policy.motion_data import captured, flatten_keypoints, looped
+from lam_policy.motion_data import captured, looped
 from lam_policy.retarget import RetargetConfig, Retargeter
 
 
@@ -75,10 +75,8 @@ class _Commander:
         period = 1.0 / self.policy.fps  # ticks on a fixed grid, as the runtime's timer
         self.next_tick = now + period if self.next_tick is None else self.next_tick + period
         obs = {STATE: q, KEYPOINTS: flatten_keypoints(newest)}
-        first = np.asarray(self.policy.select_action({k: obs[k] for k in self.policy.config.observation_keys}))
-        chunk = self.policy.last_chunk
-        plan = first[None] if chunk is None else np.vstack([first, chunk[1:]])
-        return Trajectory.build(self.policy.joint_names, (np.arange(len(plan)) + 1) / self.policy.fps, plan)
+        times, plan = self.policy.select_plan({k: obs[k] for k in self.policy.config.observation_keys})
+        return Trajectory.build(self.policy.joint_names, times, plan)
 
 
 def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None,
@@ -111,8 +109,6 @@ def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None
 def _run(arm: SimArm, commander: _Commander, published: list, end: float, dt: float):
     """Control loop on simulated time; (T,) times, (T, 3) TCP positions, (T, J) commands sent."""
     stamps = np.array([kp.stamp for kp in published])
-    ee = arm.model.link_index[arm.robot.ee_link]
-    pad = np.zeros(len(arm.model.joint_names) - len(arm.joint_names))
     times, tcp, sent = [], [], []
     for k in range(int(np.ceil(end / dt))):
         now = k * dt
@@ -125,5 +121,5 @@ def _run(arm: SimArm, commander: _Commander, published: list, end: float, dt: fl
         if status is not None:
             sent.append(status.command)
         times.append(now)
-        tcp.append(arm.model.forward(np.concatenate([arm.read_state().positions, pad]))[ee, :3, 3])
+        tcp.append(arm.tcp_position())
     return np.array(times), np.array(tcp), np.array(sent)

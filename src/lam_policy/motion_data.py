@@ -36,7 +36,7 @@ from lam_control.robot import RobotConfig
 from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm
 from lam_control.trajectory import Trajectory
-from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, STATE, Frames
+from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, STATE, Frames, flatten_keypoints
 from lam_policy.motion_teacher import TeacherConfig, teacher_trajectory
 from lam_policy.retarget import RetargetConfig
 
@@ -99,11 +99,6 @@ def capture_cleaner(perturbed: bool) -> KeypointCleaner:
     """The cleaner capture_node builds for a mocap: source with config/capture.yaml's values:
     One Euro smoothing only when a perturbation is active (clean motion capture needs none)."""
     return KeypointCleaner(CleanerConfig(smoothing=perturbed))
-
-
-def flatten_keypoints(kp: Keypoints) -> np.ndarray:
-    """(300,) observation.keypoints: per landmark x, y, z, confidence, as ``LamRuntime`` reads them."""
-    return np.concatenate([kp.points, kp.confidence[:, None]], axis=1).reshape(-1)
 
 
 def looped(clean: list[Keypoints], loops: int, speed: float) -> list[Keypoints]:

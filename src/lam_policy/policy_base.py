@@ -282,6 +282,14 @@ class BasePolicy(nn.Module):
         self.last_chunk = np.array(self._queue)
         return self._queue.popleft()
 
+    def select_plan(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``select_action`` plus the rest of the plan it belongs to, for streaming as a trajectory:
+        times (P,) s from now at 1/fps spacing, and targets (P, A) — the selected action, then the
+        newest chunk's (or the queue's) next steps."""
+        first = np.asarray(self.select_action(obs), dtype=float)
+        plan = first[None] if self.last_chunk is None else np.vstack([first, self.last_chunk[1:]])
+        return (np.arange(len(plan)) + 1) / self.fps, plan
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss on raw-unit windows: {obs key: (B, H, D), 'action': (B, K, A),
         'action_is_pad': (B, K) bool (optional)} -> (scalar loss, logs of floats)."""

@@ -15,7 +15,7 @@ import numpy as np
 from lam_capture.skeleton import Keypoints
 from lam_control.robot import RobotConfig
 from lam_policy.features import TcpFeature
-from lam_policy.frames import KEYPOINTS, OBJECT_POSES, STATE, TCP
+from lam_policy.frames import KEYPOINTS, OBJECT_POSES, STATE, TCP, flatten_keypoints
 from lam_policy.policy_base import load_policy
 
 
@@ -67,7 +67,7 @@ class LamRuntime:
             self._objects = poses
 
     def update_keypoints(self, kp: Keypoints) -> None:
-        flat = np.concatenate([kp.points, kp.confidence[:, None]], axis=1).reshape(-1)
+        flat = flatten_keypoints(kp)
         if np.all(np.isfinite(flat)):
             self._keypoints = flat
 
@@ -99,11 +99,8 @@ class LamRuntime:
         if self._tcp is not None:
             obs[TCP] = self._tcp.compute(obs[STATE], self._objects if self._tcp_objects else None)
         t0 = time.perf_counter()
-        first = np.asarray(self.policy.select_action(obs), dtype=float)
-        chunk = self.policy.last_chunk
+        times, plan = self.policy.select_plan(obs)
         self.latency.append(time.perf_counter() - t0)
-        if not np.all(np.isfinite(first)):
+        if not np.all(np.isfinite(plan[0])):
             raise ObservationError("the policy produced a non-finite action")
-        plan = first[None] if chunk is None else np.vstack([first, chunk[1:]])
-        times = (np.arange(len(plan)) + 1) / self.fps
         return times, plan
