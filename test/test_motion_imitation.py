@@ -84,7 +84,7 @@ def test_teacher_stays_inside_the_safety_filter_limits(taught):
 def test_teacher_is_smoother_than_live_retargeting_and_closer_to_the_operator_path(taught, clean):
     stream, times, q = taught
     live, _ = live_retargeting(stream)
-    targets, _ = reference_path(ROBOT, RetargetConfig(), clean["punch"])
+    targets, _, _ = reference_path(ROBOT, RetargetConfig(), clean["punch"])
     log_frames = [(i % len(clean["punch"]), kp.stamp) for i, kp in enumerate(stream)]
     # Live retargeting through the arm's caps is what lam mimic measures; here the live commands
     # are scored as sent (no caps), the teacher as planned (within the caps): an upper bound for live.

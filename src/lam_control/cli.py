@@ -186,7 +186,7 @@ def cmd_mimic(args) -> int:
             mode.append(Parameter("checkpoint", value=str(args.checkpoint)))
         policy = graph.add(PolicyNode, parameter_overrides=mode)
         robot = control.arm.robot
-        targets, q_start = reference_path(robot, _mimic_retarget_config(policy), clean)
+        targets, q_start, start_frame = reference_path(robot, _mimic_retarget_config(policy), clean, args.mode)
         control.arm.reset_positions(q_start)  # start on the path: measure imitation, not the approach
         monitor = graph.add(MonitorNode)
         capture = graph.add(CaptureNode, parameter_overrides=[
@@ -206,7 +206,7 @@ def cmd_mimic(args) -> int:
     summary = {"source": args.source, "mode": args.mode, "speed": args.speed, "noise_cm": args.noise,
                "dropout": args.dropout, "occlusion_per_s": args.occlusion,
                **summarize(robot, frame_log, targets, monitor.states, monitor.applied, monitor.commands, names,
-                          control.arm.safety_config.control_period)}
+                          control.arm.safety_config.control_period, start_frame)}
     if apply:
         summary["capture_to_apply_p50_ms"] = round(float(np.percentile(apply, 50)) * 1e3, 2)
         summary["capture_to_apply_p95_ms"] = round(float(np.percentile(apply, 95)) * 1e3, 2)

@@ -9,28 +9,44 @@ from __future__ import annotations
 
 import numpy as np
 
+from lam_capture.perturb import PerturbConfig
 from lam_capture.skeleton import Keypoints
 from lam_control.robot import RobotConfig
+from lam_policy.motion_data import captured
 from lam_policy.retarget import RetargetConfig, Retargeter
 
 
-def reference_path(robot: RobotConfig, config: RetargetConfig, clean: list[Keypoints]):
-    """The scaled operator grip path over the clean clip, (F, 3) robot-frame targets (NaN while
-    the retargeter calibrates or the arm is not tracked), and a configuration (n_cmd,) whose TCP
-    is on the first target (where the arm should start, so the run measures imitation, not the
-    approach)."""
+def reference_path(robot: RobotConfig, config: RetargetConfig, clean: list[Keypoints], mode: str = "retarget"):
+    """The scaled operator grip path over the clean clip, (F, 3) robot-frame targets (NaN where
+    the driving arm is not tracked), and a configuration (n_cmd,) whose TCP is on the target of
+    the first frame the policy will command (where the arm should start, so the run measures
+    imitation, not the approach), and that frame's index (the measurement starts when it is shown:
+    before it the policy has not commanded anything).
+
+    The scale is calibrated from the clip's first published frames as live retargeting does,
+    then every frame maps, the calibration frames included: a looped clip is measured over all of
+    it. The
+    first commanded frame is the capture cleaner's first published frame (it publishes after
+    ``stable_frames`` consistent ones), plus, in ``retarget`` mode, the retargeter's calibration
+    frames.
+    """
+    published = captured(clean, PerturbConfig())  # what capture_node publishes of the clean clip
     rt = Retargeter(robot, config)
+    if not rt.calibrate_from(published):
+        raise ValueError("the clip never shows the driving arm: nothing to imitate")
     q = robot.home_positions()
     targets = np.full((len(clean), 3), np.nan)
     for i, kp in enumerate(clean):
         result = rt.update(kp, q, kp.stamp)
         if result is not None:
             targets[i] = rt.within_reach(result.absolute_target)
-    valid = np.flatnonzero(np.isfinite(targets[:, 0]))
-    if not valid.size:
-        raise ValueError("the clip never shows the driving arm: nothing to imitate")
-    start = rt.ik.solve(targets[valid[0]], None, rt.full(q), None).q[: rt.n_cmd]
-    return targets, start
+    tracked = np.isfinite(targets[:, 0])
+    first = int(np.searchsorted([kp.stamp for kp in clean], published[0].stamp - 1e-9))
+    candidates = np.flatnonzero(tracked[first:]) + first
+    skip = config.calibration_frames - 1 if mode == "retarget" and config.scale <= 0 else 0
+    start_frame = candidates[min(skip, len(candidates) - 1)] if candidates.size else np.flatnonzero(tracked)[0]
+    start = rt.ik.solve(targets[start_frame], None, rt.full(q), None).q[: rt.n_cmd]
+    return targets, start, int(start_frame)
 
 
 def tcp_path(robot: RobotConfig, states: list, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,9 +60,16 @@ def tcp_path(robot: RobotConfig, states: list, names: list[str]) -> tuple[np.nda
     return times, tcp
 
 
+def first_shown(frame_log: list, frame: int | None) -> float | None:
+    """Capture time (s) at which the clip's ``frame`` is first on show (None: not shown or None)."""
+    shown = [t for i, t in frame_log if i == frame] if frame is not None else []
+    return float(shown[0]) if shown else None
+
+
 def tracking_error(frame_log: list, targets: np.ndarray, times: np.ndarray, tcp: np.ndarray,
-                   window: float = 0.0) -> np.ndarray:
-    """Distance (m) from the TCP at each state time to the operator path.
+                   window: float = 0.0, begin: float | None = None) -> np.ndarray:
+    """Distance (m) from the TCP at each state time to the operator path, from ``begin`` (s; the
+    first frame on show when None) to 0.1 s after the last frame.
 
     ``window`` 0: to the target of the frame on show at that instant (time-aligned: latency and
     lag count as error). ``window`` > 0: to the nearest point of the path shown during the last
@@ -54,9 +77,10 @@ def tracking_error(frame_log: list, targets: np.ndarray, times: np.ndarray, tcp:
     """
     log = np.array(frame_log, dtype=float)  # (K, 2): clip index, capture time
     ref_t, ref_p = log[:, 1], targets[log[:, 0].astype(int)]
+    begin = ref_t[0] if begin is None else max(begin, ref_t[0])
     errors = []
     for t, p in zip(times, tcp):
-        if t < ref_t[0] or t > ref_t[-1] + 0.1:
+        if t < begin or t > ref_t[-1] + 0.1:
             continue
         hi = int(np.searchsorted(ref_t, t, side="right"))
         lo = int(np.searchsorted(ref_t, t - window, side="left")) if window > 0 else hi - 1
@@ -78,12 +102,14 @@ def jerk_rms(times: np.ndarray, tcp: np.ndarray, rate: float = 100.0) -> float:
 
 
 def summarize(robot: RobotConfig, frame_log, targets, states, applied, commands, names,
-              dt: float = 0.01) -> dict:
-    """All figures of one imitation run (see the module docstring)."""
+              dt: float = 0.01, start_frame: int | None = None) -> dict:
+    """All figures of one imitation run (see the module docstring); tracking is measured from
+    when the clip's ``start_frame`` (reference_path's) is first shown."""
     model = robot.load_model()
     times, tcp = tcp_path(robot, states, names)
-    err = tracking_error(frame_log, targets, times, tcp, window=0.5)
-    aligned = tracking_error(frame_log, targets, times, tcp)
+    begin = first_shown(frame_log, start_frame)
+    err = tracking_error(frame_log, targets, times, tcp, window=0.5, begin=begin)
+    aligned = tracking_error(frame_log, targets, times, tcp, begin=begin)
     idx = [states[0][1].index(n) for n in names]
     q = np.array([s[2][idx] for s in states])
     n = len(names)

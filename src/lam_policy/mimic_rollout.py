@@ -24,7 +24,7 @@ from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm
 from lam_control.trajectory import Trajectory
 from lam_policy.frames import KEYPOINTS, STATE, flatten_keypoints
-from lam_policy.mimic import jerk_rms, reference_path, tracking_error
+from lam_policy.mimic import first_shown, jerk_rms, reference_path, tracking_error
 from lam_policy.motion_data import captured, looped
 from lam_policy.retarget import RetargetConfig, Retargeter
 
@@ -87,7 +87,7 @@ def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None
     clean = MocapSource(config.clip, SourceOptions()).all_keypoints()
     stream = looped(clean, config.loops, config.speed)
     published = captured(stream, config.perturb or PerturbConfig())
-    targets, q_start = reference_path(robot, retarget, clean)
+    targets, q_start, start_frame = reference_path(robot, retarget, clean, "retarget" if policy is None else "lam")
     arm = SimArm(robot, SafetyConfig(max_cartesian_speed=config.max_cartesian_speed,
                                      control_period=1.0 / config.control_rate))
     try:
@@ -97,8 +97,9 @@ def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None
     finally:
         arm.close()
     frame_log = [(i % len(clean), kp.stamp) for i, kp in enumerate(stream)]
-    path = tracking_error(frame_log, targets, times, tcp, window=0.5)
-    aligned = tracking_error(frame_log, targets, times, tcp)
+    begin = first_shown(frame_log, start_frame)
+    path = tracking_error(frame_log, targets, times, tcp, window=0.5, begin=begin)
+    aligned = tracking_error(frame_log, targets, times, tcp, begin=begin)
     lower, upper = arm.model.lower[: len(sent[0])], arm.model.upper[: len(sent[0])]
     return {"tracking_error_mean_mm": float(path.mean() * 1e3),
             "time_aligned_error_mean_mm": float(aligned.mean() * 1e3),

@@ -105,7 +105,7 @@ class TeacherConfig:
 @dataclass
 class OperatorPath:
     """The operator's motion mapped to the robot, per frame: grip targets (F, 3) and elbow
-    postures (F, 3) in the robot base frame (m; NaN where not tracked or still calibrating), hand
+    postures (F, 3) in the robot base frame (m; NaN where not tracked), hand
     rotations (F, 3, 3) (NaN where unseen), gripper closed (F,) and the frame times (F,) in s."""
 
     times: np.ndarray
@@ -120,6 +120,7 @@ def operator_path(robot: RobotConfig, retarget: RetargetConfig, keypoints: list[
     if not keypoints:
         raise ValueError("operator_path: no keypoint frames")
     rt = Retargeter(robot, retarget)
+    rt.calibrate_from(keypoints)
     q = robot.home_positions()
     n = len(keypoints)
     targets, elbows = np.full((n, 3), np.nan), np.full((n, 3), np.nan)

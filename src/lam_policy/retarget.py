@@ -335,6 +335,18 @@ class Retargeter:
             target = self.robot_shoulder + v * (limit / dist)
         return np.clip(target, lo, hi)
 
+    def calibrate_from(self, keypoints: list[Keypoints]) -> bool:
+        """Calibrate the scale offline from the first tracked frames of a recorded sequence, as
+        live retargeting would; then every frame of it maps (``update``), calibration frames
+        included. Returns whether it is calibrated (False: the arm is tracked in too few frames)."""
+        for kp in keypoints:
+            if self.scale is not None:
+                break
+            arm = read_arm(kp, self.config.arm, self.config.min_confidence)
+            if arm is not None:
+                self._calibrated(arm)
+        return self.scale is not None
+
     def _calibrated(self, arm: OperatorArm) -> bool:
         if self.scale is not None:
             return True
