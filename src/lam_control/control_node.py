@@ -277,7 +277,7 @@ class ControlNode(Node):
                   "last_command_age_s": f"{age:.3f}", "commands_accepted": self.counts["accepted"],
                   "commands_rejected": self.counts["rejected"], "last_rejection": self._last_error}
         for kind in ("position_clamp", "velocity_cap", "accel_cap", "cartesian_cap", "workspace_clamp",
-                     "workspace_stop"):
+                     "workspace_stop", "workspace_slide"):
             safety[f"interventions_{kind}"] = self.counts[kind]
         periods, work = np.array(self._periods), np.array(self._work)
         loop = {"control_period_target_s": self.arm.safety_config.control_period,

@@ -26,6 +26,7 @@ from lam_control.kinematics import RobotModel
 log = logging.getLogger(__name__)
 
 BOX_TOLERANCE = 1e-9  # m; the box test itself, not a slack on the guarantee
+SLIDE_INSET = 1e-3  # m inside the box face a sliding TCP aims for
 
 
 @dataclass
@@ -299,11 +300,42 @@ class SafetyFilter:
         lo, hi, step = 0.0, 1.0, q_next - self.q
         for _ in range(12):  # largest fraction of the step that keeps the TCP acceptable
             mid = (lo + hi) / 2
-            p = self._positions(self.q + mid * step)[self.ee_index]
-            ok = self._in_box(p) or _box_excess(p, self.box_lo, self.box_hi) <= _box_excess(
-                here, self.box_lo, self.box_hi)
-            lo, hi = (mid, hi) if ok else (lo, mid)
+            lo, hi = (mid, hi) if self._box_ok(self.q + mid * step, here) else (lo, mid)
+        slide = self._slide(tcp, here)  # within the acceleration cap, unlike a cut-short step
+        if slide is not None:
+            notes.append("workspace_slide")
+            return slide
         return self.q + lo * step
+
+    def _box_ok(self, q: np.ndarray, here: np.ndarray) -> bool:
+        """q's TCP is in the box, or no further out than ``here``."""
+        p = self._positions(q)[self.ee_index]
+        return self._in_box(p) or _box_excess(p, self.box_lo, self.box_hi) <= _box_excess(
+            here, self.box_lo, self.box_hi)
+
+    def _slide(self, tcp_wanted: np.ndarray, here: np.ndarray) -> np.ndarray | None:
+        """A step that moves the TCP along the box face toward ``tcp_wanted`` instead of out of
+        the box (its outward part removed; back inside if it is outside), or None.
+
+        Without it a TCP on the box face whose joint-space step dips outward at once stays
+        frozen there while its goal lies elsewhere on the face (teleoperating along the table).
+        Joint velocities come from the TCP Jacobian (damped least squares), within the velocity
+        and acceleration caps, the joint limits and the Cartesian cap; joints that do not move
+        the TCP (the gripper) are left where they are.
+        """
+        dt, a = self.dt, self.acap
+        inset = np.minimum(SLIDE_INSET, (self.box_hi - self.box_lo) / 4)  # the face curves under a step
+        desired = np.clip(tcp_wanted, self.box_lo + inset, self.box_hi - inset) - here
+        if np.linalg.norm(desired) < 1e-9:
+            return None
+        full = self._full(self.q)
+        jac = self.model.jacobian(full, self.ee_link, self.model.forward(full))[:3, : self.n]
+        dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(3), desired)
+        v = np.clip(dq / dt, np.maximum(-self.vcap, self.v - a * dt), np.minimum(self.vcap, self.v + a * dt))
+        q = np.clip(self.q + v * dt, np.minimum(self.lower, self.q), np.maximum(self.upper, self.q))
+        if self._moved(q) > self.config.max_cartesian_speed * dt or not self._box_ok(q, here):
+            return None
+        return q
 
 
 def _box_excess(point: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
