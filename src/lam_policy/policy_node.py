@@ -54,6 +54,9 @@ PARAMETERS = {  # name: (default, description); see config/policy.yaml
     "calibration_frames": (10, "frames used to measure the operator's arm"),
     "orientation": (True, "drive the TCP orientation from the hand"),
     "anchor_decay": (1.0, "s, time constant of the re-anchoring offset (0 = keep)"),
+    "path_lag": (RetargetConfig().path_lag, "s an arm slower than the operator may fall behind to follow "
+                                            "their path instead of cutting across (0 = aim at the newest point)"),
+    "path_lookahead": (RetargetConfig().path_lookahead, "m along the path ahead of the arm it aims at"),
     "engage": ("always", "always | gesture (other hand above the nose) | service (/lam/engage)"),
     "pinch_close": (0.03, "m, thumb-index distance that closes the gripper"),
     "pinch_open": (0.05, "m, distance that opens it again"),
@@ -93,7 +96,8 @@ class PolicyNode(Node):
             robot_elbow_link=get("robot_elbow_link"), scale=float(get("scale")),
             neutral_offset=[float(v) for v in get("neutral_offset")], robot_reach=float(get("robot_reach")),
             calibration_frames=int(get("calibration_frames")), orientation=bool(get("orientation")),
-            anchor_decay=float(get("anchor_decay")), engage=get("engage"),
+            anchor_decay=float(get("anchor_decay")), engage=get("engage"), path_lag=float(get("path_lag")),
+            path_lookahead=float(get("path_lookahead")),
             gripper=GripperConfig(close_below=float(get("pinch_close")), open_above=float(get("pinch_open")))))
         self.horizon = float(get("command_horizon"))
         self.names = self.robot.command_joints
