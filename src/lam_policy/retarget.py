@@ -73,9 +73,9 @@ class RetargetConfig:
     # cutting straight across to the newest point: it aims path_lookahead m ahead of its own
     # position along the path shown in the last path_lag s. When it keeps up, that is the newest
     # point (no added lag); it never falls further behind than path_lag. path_lag 0 = always aim
-    # at the newest point. Off by default: measured with `lam mimic` it helped walk and dance_a
-    # (path deviation -25 / -10%) but hurt punch and kick (+25%), added time-aligned error, and
-    # raised the half-scale e2e test's p95 from ~44 to 56-94 mm.
+    # at the newest point. Off by default: measured with `lam mimic` on the 15 clips at 0.4 s it
+    # helped walk, kick, dance_a, spinkick (path deviation -20 to -50%) but hurt jump, crawl,
+    # dance_b, cartwheel, backflip and the get-ups (+10-40%) and added time-aligned error on all.
     path_lag: float = 0.0  # s
     path_lookahead: float = 0.08  # m
     # Teleop solves are warm (seeded with the arm's state): no random restarts, which could jump
