@@ -12,9 +12,9 @@ from lam_policy.act import ACTConfig, ACTPolicy
 from lam_policy.bench_act import REACH_JOINTS, synthetic_reach_frames
 from lam_policy.checkpoint import CheckpointError
 from lam_policy.frames import (ACTION, EPISODE, KEYPOINTS, OBJECT_POSES, STATE, Frames, WindowSource, compute_stats,
-                               window_indices)
+                               relative_action_stats, window_indices)
 from lam_policy.mlp import MLPConfig, MLPPolicy
-from lam_policy.policy_base import load_policy, resolve_device
+from lam_policy.policy_base import load_policy, relative_action_mask, resolve_device
 from lam_policy.train import TrainConfig, train
 
 KEYS = (STATE, OBJECT_POSES)
@@ -167,12 +167,38 @@ def test_relative_actions_are_offsets_from_the_newest_state(frames):
                   REACH_JOINTS, 30.0)
 
 
+def test_absolute_action_joints_stay_targets_under_relative_actions(frames):
+    """The gripper column is the predicted target itself; the arm columns are state + offset."""
+    policy = make_policy("mlp", frames, relative_actions=True, absolute_action_joints=("gripper",), history=2)
+    head = policy.net[-1]
+    head.weight.data.zero_()
+    head.bias.data.zero_()  # normalised 0 -> the stats' mean
+    batch = {k: v for k, v in windows(policy, frames, np.arange(30)).items() if k in KEYS}
+    chunk = policy.predict_action_chunk(batch)  # (B, K, A)
+    mean = torch.as_tensor(policy.normaliser.to_json()[ACTION]["mean"])
+    gripper = REACH_JOINTS.index("gripper")
+    expected = batch[STATE][:, -1:, :] + mean
+    expected[..., gripper] = mean[gripper]
+    torch.testing.assert_close(chunk, expected.expand_as(chunk), atol=1e-5, rtol=0)
+    # The training target is the same split: a chunk equal to the data gives zero loss there.
+    rows = np.arange(0, 200, 7)
+    win = windows(policy, frames, rows)
+    stats = relative_action_stats(frames, rows, policy.config.chunk, mask=relative_action_mask(
+        policy.config, frames.joint_names))
+    offsets = win[ACTION] - win[STATE][:, -1:, :] * torch.tensor([1.0, 1, 1, 1, 0])
+    valid = offsets[~win["action_is_pad"]].double()  # (N, A)
+    np.testing.assert_allclose(stats["mean"], valid.mean(0).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match=r"absolute_action_joints \['finger'\] are not action joints"):
+        make_policy("mlp", frames, absolute_action_joints=("finger",))
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
-@pytest.mark.parametrize("kind, relative", [("act", False), ("mlp", False), ("act", True)])
-def test_save_load_gives_identical_outputs(tmp_path, frames, kind, relative):
-    policy = make_policy(kind, frames, relative_actions=relative)
+@pytest.mark.parametrize("kind, relative, absolute", [("act", False, ()), ("mlp", False, ()), ("act", True, ()),
+                                                      ("act", True, ("gripper",))])
+def test_save_load_gives_identical_outputs(tmp_path, frames, kind, relative, absolute):
+    policy = make_policy(kind, frames, relative_actions=relative, absolute_action_joints=absolute)
     policy.save(tmp_path)
     loaded = (ACTPolicy if kind == "act" else MLPPolicy).load(tmp_path, expected_joint_names=REACH_JOINTS,
                                                               device="cpu")
@@ -256,6 +282,8 @@ def test_edited_stats_and_broken_json_are_refused(saved_act):
     (MLPConfig, {"hidden_dims": ()}, "hidden_dims"),
     (MLPConfig, {"std_floor": 0.0}, "std_floor"),
     (MLPConfig, {"relative_actions": 1}, "relative_actions"),
+    (MLPConfig, {"absolute_action_joints": "gripper"}, "absolute_action_joints"),
+    (ACTConfig, {"absolute_action_joints": ("gripper", "gripper")}, "absolute_action_joints"),
 ])
 def test_config_validation_names_the_field(cls, kwargs, field):
     with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field}"):

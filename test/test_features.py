@@ -10,7 +10,7 @@ from lam_control.sim_arm import SimArm
 from lam_control.tasks import make_task
 from lam_policy.features import TcpFeature, add_tcp_feature
 from lam_policy.frames import ACTION, EPISODE, OBJECT_POSES, STATE, TCP, Frames
-from lam_policy.learn_cli import default_observation_keys
+from lam_policy.learn_cli import default_absolute_action_joints, default_observation_keys
 
 ROBOT = RobotConfig()
 
@@ -59,3 +59,7 @@ def test_frames_gain_the_feature_and_lam_train_observes_it_by_default():
     tcp = TcpFeature(ROBOT, names).tcp(ROBOT.home_positions())
     np.testing.assert_allclose(with_objects.data[TCP][0], np.r_[tcp, poses[0, :3] - tcp], atol=1e-5)
     assert default_observation_keys(with_objects) == [STATE, OBJECT_POSES, TCP]
+    # The gripper's open/close command stays an absolute target by default; the arm's are offsets.
+    assert default_absolute_action_joints(plain) == ROBOT.gripper_joints
+    assert default_absolute_action_joints(Frames(dict(base, **{ACTION: q[:, :7], STATE: q[:, :7]}),
+                                                 names[:7], 30.0)) == []

@@ -22,14 +22,15 @@ from lam_policy.policy_base import load_policy
 from lam_policy.train import TrainConfig, train
 
 # What the learning test and this bench train: `lam train`'s defaults (ACT d_model 64, relative
-# actions, chunk 10; batch 32, lr 3e-4) on the task observations, on the CPU.
+# actions with the gripper's absolute, chunk 10; batch 32, lr 3e-4) on the task observations, on the CPU.
 TASK_KEYS = (STATE, OBJECT_POSES, TCP)
 
 
 def small_train_config(steps: int, seed: int = 0, policy: str = "act") -> TrainConfig:
     from lam_policy.mlp import MLPConfig
 
-    pc = (ACTConfig if policy == "act" else MLPConfig)(observation_keys=TASK_KEYS, device="cpu")
+    pc = (ACTConfig if policy == "act" else MLPConfig)(observation_keys=TASK_KEYS, device="cpu",
+                                                       absolute_action_joints=tuple(RobotConfig().gripper_joints))
     return TrainConfig(policy=policy, policy_config=pc, steps=steps, val_every=0, checkpoint_every=0, seed=seed,
                        device="cpu")
 

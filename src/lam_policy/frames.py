@@ -147,11 +147,15 @@ def compute_stats(frames: Frames, keys, rows: np.ndarray | None = None, std_floo
     return stats
 
 
-def relative_action_stats(frames: Frames, rows: np.ndarray, chunk: int, std_floor: float = 1e-2) -> dict:
-    """Mean and std (floored) of the chunk offsets action[t+k] - state[t], k < ``chunk``, over the
-    windows at ``rows`` (steps past an episode's end excluded), for ``relative_actions``."""
+def relative_action_stats(frames: Frames, rows: np.ndarray, chunk: int, std_floor: float = 1e-2,
+                          mask: np.ndarray | None = None) -> dict:
+    """Mean and std (floored) of the chunk offsets action[t+k] - mask * state[t], k < ``chunk``,
+    over the windows at ``rows`` (steps past an episode's end excluded), for ``relative_actions``.
+    ``mask`` (A,) is 1 where the action is an offset, 0 where it stays absolute (default all 1)."""
     start, end = frames.episode_bounds()
     state, action = frames.data[STATE].astype(np.float64), frames.data[ACTION].astype(np.float64)
+    if mask is not None:
+        state = state * np.asarray(mask, dtype=np.float64)
     total, total_sq, count = 0.0, 0.0, 0
     for k in range(chunk):
         t = rows[rows + k < end[rows]]

@@ -66,6 +66,14 @@ def default_observation_keys(frames: Frames) -> list[str]:
     return [STATE] + [k for k in (OBJECT_POSES, TCP) if k in frames.data]
 
 
+def default_absolute_action_joints(frames: Frames) -> list[str]:
+    """The default robot's gripper joints among the frames' action joints: an open/close command
+    is learnt as a target even when the arm's actions are offsets (PolicyConfig.absolute_action_joints)."""
+    from lam_control.robot import RobotConfig
+
+    return [j for j in RobotConfig().gripper_joints if j in frames.joint_names]
+
+
 def _train_config(args, frames: Frames):
     from lam_policy.train import TrainConfig
 
@@ -87,6 +95,7 @@ def _train_config(args, frames: Frames):
     if args.obs_keys:
         policy_config["observation_keys"] = args.obs_keys
     policy_config.setdefault("observation_keys", default_observation_keys(frames))
+    policy_config.setdefault("absolute_action_joints", default_absolute_action_joints(frames))
     return TrainConfig(**fields)
 
 

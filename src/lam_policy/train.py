@@ -37,7 +37,8 @@ from lam_policy.checkpoint import CheckpointError
 from lam_policy.frames import (ACTION, Frames, WindowSource, compute_stats, load_npz_frames, relative_action_stats,
                                split_episodes)
 from lam_policy.mlp import MLPConfig, MLPPolicy
-from lam_policy.policy_base import BasePolicy, PolicyConfig, check_device_name, resolve_device
+from lam_policy.policy_base import (BasePolicy, PolicyConfig, check_device_name, relative_action_mask,
+                                   resolve_device)
 from lam_policy.train_state import (EpochSampler, TrainingState, latest_checkpoint, optimizer_from_flat,
                                     optimizer_to_flat, publish_checkpoint, read_training_state, rng_tensors,
                                     write_training_state)
@@ -232,7 +233,8 @@ class Trainer:
         else:
             stats = compute_stats(frames, self.keys, self.train_rows, pc.std_floor)
             if pc.relative_actions:
-                stats[ACTION] = relative_action_stats(frames, self.train_rows, pc.chunk, pc.std_floor)
+                stats[ACTION] = relative_action_stats(frames, self.train_rows, pc.chunk, pc.std_floor,
+                                                      relative_action_mask(pc, frames.joint_names))
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         policy_class = POLICIES[config.policy][0]
         self.policy = policy_class(pc, frames.feature_dims(self.keys), frames.joint_names, frames.fps, stats).train()
