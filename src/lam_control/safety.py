@@ -301,7 +301,7 @@ class SafetyFilter:
         for _ in range(12):  # largest fraction of the step that keeps the TCP acceptable
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self._box_ok(self.q + mid * step, here) else (lo, mid)
-        slide = self._slide(tcp, here)  # within the acceleration cap, unlike a cut-short step
+        slide = self._slide(q_next, tcp, here)  # within the acceleration cap, unlike a cut-short step
         if slide is not None:
             notes.append("workspace_slide")
             return slide
@@ -313,15 +313,15 @@ class SafetyFilter:
         return self._in_box(p) or _box_excess(p, self.box_lo, self.box_hi) <= _box_excess(
             here, self.box_lo, self.box_hi)
 
-    def _slide(self, tcp_wanted: np.ndarray, here: np.ndarray) -> np.ndarray | None:
-        """A step that moves the TCP along the box face toward ``tcp_wanted`` instead of out of
-        the box (its outward part removed; back inside if it is outside), or None.
+    def _slide(self, q_next: np.ndarray, tcp_wanted: np.ndarray, here: np.ndarray) -> np.ndarray | None:
+        """Instead of ``q_next``, a step that moves the TCP along the box face toward
+        ``tcp_wanted`` (its outward part removed; back inside if it is outside), or None.
 
         Without it a TCP on the box face whose joint-space step dips outward at once stays
         frozen there while its goal lies elsewhere on the face (teleoperating along the table).
         Joint velocities come from the TCP Jacobian (damped least squares), within the velocity
         and acceleration caps, the joint limits and the Cartesian cap; joints that do not move
-        the TCP (the gripper) are left where they are.
+        the TCP (the gripper) take their step in ``q_next``.
         """
         dt, a = self.dt, self.acap
         inset = np.minimum(SLIDE_INSET, (self.box_hi - self.box_lo) / 4)  # the face curves under a step
@@ -331,6 +331,8 @@ class SafetyFilter:
         full = self._full(self.q)
         jac = self.model.jacobian(full, self.ee_link, self.model.forward(full))[:3, : self.n]
         dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(3), desired)
+        passive = np.linalg.norm(jac, axis=0) < 1e-12
+        dq[passive] = (q_next - self.q)[passive]
         v = np.clip(dq / dt, np.maximum(-self.vcap, self.v - a * dt), np.minimum(self.vcap, self.v + a * dt))
         q = np.clip(self.q + v * dt, np.minimum(self.lower, self.q), np.maximum(self.upper, self.q))
         if self._moved(q) > self.config.max_cartesian_speed * dt or not self._box_ok(q, here):

@@ -25,10 +25,9 @@ def reference_path(robot: RobotConfig, config: RetargetConfig, clean: list[Keypo
 
     The scale is calibrated from the clip's first published frames as live retargeting does,
     then every frame maps, the calibration frames included: a looped clip is measured over all of
-    it. The
-    first commanded frame is the capture cleaner's first published frame (it publishes after
-    ``stable_frames`` consistent ones), plus, in ``retarget`` mode, the retargeter's calibration
-    frames.
+    it. The first commanded frame is the capture cleaner's first published frame (it publishes
+    after ``stable_frames`` consistent ones), plus, in ``retarget`` mode, the retargeter's
+    calibration frames.
     """
     published = captured(clean, PerturbConfig())  # what capture_node publishes of the clean clip
     rt = Retargeter(robot, config)
