@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lam_control.robot import RobotConfig
+from lam_control.robot import RobotConfig, panda
 from lam_control.sim_arm import SimArm
 from lam_control.tasks import make_task
 from lam_policy.features import TcpFeature, add_tcp_feature
@@ -63,3 +63,5 @@ def test_frames_gain_the_feature_and_lam_train_observes_it_by_default():
     assert default_absolute_action_joints(plain) == ROBOT.gripper_joints
     assert default_absolute_action_joints(Frames(dict(base, **{ACTION: q[:, :7], STATE: q[:, :7]}),
                                                  names[:7], 30.0)) == []
+    panda_names = panda().command_joints
+    assert default_absolute_action_joints(Frames(dict(base), panda_names, 30.0)) == panda().gripper_joints

@@ -67,11 +67,13 @@ def default_observation_keys(frames: Frames) -> list[str]:
 
 
 def default_absolute_action_joints(frames: Frames) -> list[str]:
-    """The default robot's gripper joints among the frames' action joints: an open/close command
-    is learnt as a target even when the arm's actions are offsets (PolicyConfig.absolute_action_joints)."""
-    from lam_control.robot import RobotConfig
+    """The gripper joints of the robot presets (the project's arm, the Panda) among the frames'
+    action joints: an open/close command is learnt as a target even when the arm's actions are
+    offsets (PolicyConfig.absolute_action_joints). Another robot's: set it in the config."""
+    from lam_control.robot import RobotConfig, panda
 
-    return [j for j in RobotConfig().gripper_joints if j in frames.joint_names]
+    grippers = {*RobotConfig().gripper_joints, *panda().gripper_joints}
+    return [j for j in frames.joint_names if j in grippers]
 
 
 def _train_config(args, frames: Frames):
