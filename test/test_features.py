@@ -60,8 +60,6 @@ def test_frames_gain_the_feature_and_lam_train_observes_it_by_default():
     np.testing.assert_allclose(with_objects.data[TCP][0], np.r_[tcp, poses[0, :3] - tcp], atol=1e-5)
     assert default_observation_keys(with_objects) == [STATE, OBJECT_POSES, TCP]
     # The gripper's open/close command stays an absolute target by default; the arm's are offsets.
-    assert default_absolute_action_joints(plain) == ROBOT.gripper_joints
-    assert default_absolute_action_joints(Frames(dict(base, **{ACTION: q[:, :7], STATE: q[:, :7]}),
-                                                 names[:7], 30.0)) == []
-    panda_names = panda().command_joints
-    assert default_absolute_action_joints(Frames(dict(base), panda_names, 30.0)) == panda().gripper_joints
+    assert default_absolute_action_joints(plain.joint_names) == ROBOT.gripper_joints
+    assert default_absolute_action_joints(names[:7]) == []
+    assert default_absolute_action_joints(panda().command_joints) == panda().gripper_joints

@@ -328,8 +328,7 @@ class SafetyFilter:
         desired = np.clip(tcp_wanted, self.box_lo + inset, self.box_hi - inset) - here
         if np.linalg.norm(desired) < 1e-9:
             return None
-        full = self._full(self.q)
-        jac = self.model.jacobian(full, self.ee_link, self.model.forward(full))[:3, : self.n]
+        jac = self.model.jacobian(self._full(self.q), self.ee_link)[:3, : self.n]
         dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(3), desired)
         passive = np.linalg.norm(jac, axis=0) < 1e-12
         dq[passive] = (q_next - self.q)[passive]

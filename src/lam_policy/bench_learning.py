@@ -17,7 +17,7 @@ from lam_control.robot import RobotConfig
 from lam_policy.act import ACTConfig
 from lam_policy.evaluate import EvalConfig, evaluate
 from lam_policy.frames import OBJECT_POSES, STATE, TCP
-from lam_policy.learn_cli import frames_from_folders
+from lam_policy.learn_cli import default_absolute_action_joints, frames_from_folders
 from lam_policy.policy_base import load_policy
 from lam_policy.train import TrainConfig, train
 
@@ -29,8 +29,9 @@ TASK_KEYS = (STATE, OBJECT_POSES, TCP)
 def small_train_config(steps: int, seed: int = 0, policy: str = "act") -> TrainConfig:
     from lam_policy.mlp import MLPConfig
 
+    absolute = tuple(default_absolute_action_joints(RobotConfig().command_joints))  # as lam train
     pc = (ACTConfig if policy == "act" else MLPConfig)(observation_keys=TASK_KEYS, device="cpu",
-                                                       absolute_action_joints=tuple(RobotConfig().gripper_joints))
+                                                       absolute_action_joints=absolute)
     return TrainConfig(policy=policy, policy_config=pc, steps=steps, val_every=0, checkpoint_every=0, seed=seed,
                        device="cpu")
 

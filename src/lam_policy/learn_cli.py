@@ -66,14 +66,14 @@ def default_observation_keys(frames: Frames) -> list[str]:
     return [STATE] + [k for k in (OBJECT_POSES, TCP) if k in frames.data]
 
 
-def default_absolute_action_joints(frames: Frames) -> list[str]:
-    """The gripper joints of the robot presets (the project's arm, the Panda) among the frames'
-    action joints: an open/close command is learnt as a target even when the arm's actions are
-    offsets (PolicyConfig.absolute_action_joints). Another robot's: set it in the config."""
+def default_absolute_action_joints(joint_names: list[str]) -> list[str]:
+    """The gripper joints of the robot presets (the project's arm, the Panda) among the action
+    joints: an open/close command is learnt as a target even when the arm's actions are offsets
+    (PolicyConfig.absolute_action_joints). Another robot's: set it in the config."""
     from lam_control.robot import RobotConfig, panda
 
     grippers = {*RobotConfig().gripper_joints, *panda().gripper_joints}
-    return [j for j in frames.joint_names if j in grippers]
+    return [j for j in joint_names if j in grippers]
 
 
 def _train_config(args, frames: Frames):
@@ -97,7 +97,7 @@ def _train_config(args, frames: Frames):
     if args.obs_keys:
         policy_config["observation_keys"] = args.obs_keys
     policy_config.setdefault("observation_keys", default_observation_keys(frames))
-    policy_config.setdefault("absolute_action_joints", default_absolute_action_joints(frames))
+    policy_config.setdefault("absolute_action_joints", default_absolute_action_joints(frames.joint_names))
     return TrainConfig(**fields)
 
 
