@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lam_control.robot import RobotConfig, panda
 from lam_control.sim_arm import SimArm
 from lam_control.tasks import make_task
-from lam_policy.features import TcpFeature, add_tcp_feature
+from lam_policy.features import StateNoise, TcpFeature, add_tcp_feature
 from lam_policy.frames import ACTION, EPISODE, OBJECT_POSES, STATE, TCP, Frames
 from lam_policy.learn_cli import default_absolute_action_joints, default_observation_keys
 
@@ -63,3 +64,45 @@ def test_frames_gain_the_feature_and_lam_train_observes_it_by_default():
     assert default_absolute_action_joints(plain.joint_names) == ROBOT.gripper_joints
     assert default_absolute_action_joints(names[:7]) == []
     assert default_absolute_action_joints(panda().command_joints) == panda().gripper_joints
+
+
+def test_state_noise_shifts_whole_windows_and_keeps_the_tcp_feature_consistent():
+    names = ROBOT.command_joints
+    n_arm = len(ROBOT.joint_names)
+    feature = TcpFeature(ROBOT, names)
+    rng = np.random.default_rng(1)
+    b, h = 400, 2
+    state = np.tile(ROBOT.home_positions(), (b, h, 1)) + rng.normal(0, 0.1, (b, h, len(names)))
+    state[:, :, n_arm:] = 0.02  # fingers
+    objects = rng.uniform(0.2, 0.4, (b, h, 3))
+    tcp = np.array([[feature.compute(state[i, k], np.r_[objects[i, k], 0, 0, 0, 1]) for k in range(h)]
+                    for i in range(b)])
+    batch = {STATE: torch.as_tensor(state, dtype=torch.float32), TCP: torch.as_tensor(tcp, dtype=torch.float32),
+             ACTION: torch.zeros(b, 4, len(names))}
+    before = {k: v.clone() for k, v in batch.items()}
+    noise = StateNoise(names, ROBOT.joint_names, std=0.02, fraction=0.5, tcp=feature)
+    torch.manual_seed(0)
+    out = noise(batch)
+    for key, value in before.items():  # the input is left as it was
+        assert torch.equal(batch[key], value)
+    assert torch.equal(out[ACTION], batch[ACTION])  # targets stay the demonstrator's
+    shift = (out[STATE] - batch[STATE]).double().numpy()
+    moved = np.abs(shift).max(axis=(1, 2)) > 1e-6
+    assert 0.4 < moved.mean() < 0.6  # about the fraction of the windows
+    np.testing.assert_allclose(shift[:, 1], shift[:, 0], atol=1e-6)  # one offset for the whole history
+    assert np.abs(shift[:, :, n_arm:]).max() < 1e-6  # the gripper is left alone
+    assert 0.015 < shift[moved, 0, :n_arm].std() < 0.025
+    for i in np.flatnonzero(moved)[:20]:
+        for k in range(h):
+            q = out[STATE][i, k].double().numpy()
+            np.testing.assert_allclose(out[TCP][i, k, :3].numpy(), feature.tcp(q), atol=1e-5)
+            # the object did not move: its offset from the shifted TCP points at the same place
+            np.testing.assert_allclose(out[TCP][i, k, 3:].numpy() + feature.tcp(q), objects[i, k], atol=1e-5)
+    assert torch.equal(out[TCP][~torch.as_tensor(moved)], batch[TCP][~torch.as_tensor(moved)])
+    torch.manual_seed(0)
+    assert torch.equal(noise(batch)[STATE], out[STATE])  # the draws follow torch's seed
+
+
+def test_state_noise_refuses_joints_the_state_does_not_have():
+    with pytest.raises(ValueError, match="not among the state"):
+        StateNoise(ROBOT.command_joints, ["wrist_3"], std=0.02, fraction=0.5)

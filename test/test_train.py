@@ -169,6 +169,9 @@ def test_npz_frames_round_trip_and_renumber_episodes(tmp_path, frames):
     ({"val_fraction": 0.95}, "val_fraction"),
     ({"num_workers": 2}, "num_workers"),
     ({"grad_clip": -1.0}, "grad_clip"),
+    ({"state_noise": -0.01}, "state_noise"),
+    ({"state_noise_fraction": 1.5}, "state_noise_fraction"),
+    ({"state_noise_joints": "elbow"}, "state_noise_joints"),
     ({"device": "tpu?"}, "device"),
     ({"policy": "mlp", "policy_config": ACTConfig()}, "policy_config"),
 ])

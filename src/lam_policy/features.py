@@ -13,6 +13,7 @@ The robot is the one the policy commands; its joint names must be the policy's.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from lam_control.robot import RobotConfig
 from lam_policy.frames import OBJECT_POSES, STATE, TCP, Frames
@@ -63,3 +64,55 @@ def add_tcp_feature(frames: Frames, robot: RobotConfig | None = None) -> Frames:
     data = dict(frames.data)
     data[TCP] = np.asarray(rows, dtype=np.float32)
     return Frames(data, frames.joint_names, frames.fps)
+
+
+class StateNoise:
+    """Training augmentation against drift: a ``fraction`` of the training windows see their
+    joint-state history shifted by one Gaussian offset (``std`` rad, or m for a prismatic joint,
+    on the ``joints`` columns), with ``observation.tcp`` recomputed for the shifted state, while
+    the action targets stay the demonstrator's.
+
+    Demonstrations never leave their path, so a policy trained on them alone has never seen how to
+    come back: with relative actions its small errors integrate, and on ``reach`` it drifted past
+    the marker after passing within 2-3 cm. Shown shifted states with unshifted targets, it learns
+    to steer back (the idea of DART, Laskey et al. 2017, applied to the data instead of to the
+    demonstrator). Draws come from torch's CPU generator, so a seeded run is reproducible and a
+    resumed one continues the same stream."""
+
+    def __init__(self, joint_names: list[str], joints: list[str], std: float, fraction: float,
+                 tcp: TcpFeature | None = None):
+        unknown = [j for j in joints if j not in joint_names]
+        if unknown:
+            raise ValueError(f"state noise joints {unknown} are not among the state's {list(joint_names)}")
+        self.columns = [joint_names.index(j) for j in joints]
+        self.std, self.fraction, self.tcp = float(std), float(fraction), tcp
+
+    def __call__(self, batch: dict) -> dict:
+        """``batch`` ({key: (B, H, D)} windows, WindowSource's) with the state (and TCP) of about
+        ``fraction`` x B windows shifted; the input is left unchanged."""
+        state = batch[STATE]
+        b, _, width = state.shape
+        picked = torch.rand(b) < self.fraction
+        if not self.columns or not bool(picked.any()):
+            return batch
+        offset = torch.zeros(b, 1, width, dtype=torch.float64)
+        offset[:, 0, self.columns] = torch.randn(b, len(self.columns), dtype=torch.float64) * self.std
+        offset[~picked] = 0.0
+        out = dict(batch)
+        shifted = state.detach().cpu().double() + offset
+        out[STATE] = shifted.to(state.dtype).to(state.device)
+        if self.tcp is not None and TCP in batch:
+            out[TCP] = self._moved_tcp(batch[TCP], shifted, picked)
+        return out
+
+    def _moved_tcp(self, tcp: torch.Tensor, shifted: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+        """observation.tcp for the shifted states: the TCP by forward kinematics, and each object's
+        offset from it moved by the same amount (the objects stay where they were)."""
+        moved = tcp.detach().cpu().double().clone()
+        for i in torch.nonzero(picked).flatten().tolist():
+            for h in range(shifted.shape[1]):
+                new = torch.as_tensor(self.tcp.tcp(shifted[i, h].numpy()))
+                delta = new - moved[i, h, :3]
+                moved[i, h, :3] = new
+                moved[i, h, 3:] -= delta.repeat((moved.shape[2] - 3) // 3)
+        return moved.to(tcp.dtype).to(tcp.device)

