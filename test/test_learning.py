@@ -2,12 +2,12 @@
 teleop graph (`lam record`), ACT trained on them, closed-loop evaluation on unseen seeds through
 the safety filter; the MLP baseline trained on the same data with the same budget.
 
-The goal is >= 90% on unseen seeds; it is NOT reliably met. `lam train`'s defaults (ACT d_model 64,
-relative actions, observing state, object poses and the TCP feature) on one set of 50 recorded
-reach demos, 20 unseen seeds: 95% after 4000 steps, 100% after 8000 (MLP 100%). This test, with
-its own fresh recording and 6000 steps, measured 75% in a fresh-clone CI run. The thresholds guard
-the loop against regressions (a broken recorder, dataset or trainer scores ~0%); raise the ACT
-one to 0.9 when it holds across recordings."""
+The goal is >= 90% on unseen seeds, asserted for ACT. Measured with `lam train`'s defaults (ACT
+d_model 64, relative actions, the gripper absolute, observing state, object poses and the TCP
+feature, state-noise augmentation): 100% / 100% on two sets of 20 unseen seeds after 8000 steps on
+a recording where ACT without the augmentation got 85% / 100%, and 100% after 2000 steps on a fresh
+recording (`lam bench --learning`). Before the augmentation this test measured 75% in a fresh-clone
+CI run (its policies drifted past the marker). The MLP's threshold only guards the baseline."""
 from __future__ import annotations
 
 import logging
@@ -42,5 +42,5 @@ def test_act_from_50_scripted_reach_demos_succeeds_on_unseen_seeds(tmp_path):
                  results[kind]["success_rate"], results[kind]["mean_episode_time_s"],
                  results[kind]["interventions_per_episode"])
         assert results[kind]["nonfinite_actions"] == 0
-    assert results["act"]["success_rate"] >= 0.6, results["act"]
+    assert results["act"]["success_rate"] >= 0.9, results["act"]
     assert results["mlp"]["success_rate"] >= 0.6, results["mlp"]  # the baseline ran and learned
