@@ -43,6 +43,7 @@ class Arm(ABC):
         self.filter: SafetyFilter | None = None
         self.last_status: SafetyStatus | None = None
         self._follower: TrajectoryFollower | None = None
+        self._last_tick: float | None = None  # s, when the filter last sent a command
         self._estop_pending = False  # an e-stop that arrived before the first state
 
     # -- backend ----------------------------------------------------------------------------
@@ -84,7 +85,14 @@ class Arm(ABC):
         if not filt.accept_command(points, now):
             self._follower = None
             return False
-        self._follower = TrajectoryFollower(now, filt.q.copy(), trajectory.times, points)
+        # The ramp starts where the last tick left the arm, at that tick's time; the points keep
+        # their times from receipt. Ramping from the receipt time instead asks for no motion on
+        # the first tick after it (none at all when they coincide, as in simulated time), so a
+        # command stream braked the arm once per command: at 60 Hz it barely moved.
+        start = now
+        if self._last_tick is not None and 0.0 <= now - self._last_tick <= 2.0 * self.safety_config.control_period:
+            start = self._last_tick
+        self._follower = TrajectoryFollower(start, filt.q.copy(), trajectory.times + (now - start), points)
         return True
 
     def tick(self, now: float) -> SafetyStatus | None:
@@ -93,8 +101,11 @@ class Arm(ABC):
             filt = self._ensure_filter()
         except ArmNotReady:
             return None
-        target = self._follower.sample(now) if self._follower is not None else None
-        status = filt.step(target, now)
+        target = stop = None
+        if self._follower is not None:
+            target, stop = self._follower.sample(now), self._follower.stop_point(now, filt.q)
+        status = filt.step(target, now, stop)
+        self._last_tick = now
         if status.holding and status.reason != "idle":
             self._follower = None  # a stop abandons the trajectory; only a new command moves again
         self._write(status.command, filt.v, now)
