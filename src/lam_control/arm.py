@@ -101,10 +101,8 @@ class Arm(ABC):
             filt = self._ensure_filter()
         except ArmNotReady:
             return None
-        target = stop = None
-        if self._follower is not None:
-            target, stop = self._follower.sample(now), self._follower.stop_point(now, filt.q)
-        status = filt.step(target, now, stop)
+        target = self._follower.sample(now) if self._follower is not None else None
+        status = filt.step(target, now)
         self._last_tick = now
         if status.holding and status.reason != "idle":
             self._follower = None  # a stop abandons the trajectory; only a new command moves again

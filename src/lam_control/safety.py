@@ -161,16 +161,8 @@ class SafetyFilter:
             return "watchdog"
         return ""
 
-    def step(self, target: np.ndarray | None, now: float, stop: np.ndarray | None = None) -> SafetyStatus:
-        """Filter one tick's desired position (J,) into the command to send.
-
-        ``stop`` (J,), optional: where the commanded motion comes to rest, per joint (a
-        trajectory's end, or where it first turns back). The braking profile then keeps the arm
-        able to stop there rather than at this tick's ``target``: a streamed trajectory, whose
-        per-tick samples lie a few millimetres apart, is followed at its speed instead of being
-        braked toward every sample (that lag grew with the square of the speed: 0.3 s at the
-        cap). None: stop at ``target``.
-        """
+    def step(self, target: np.ndarray | None, now: float) -> SafetyStatus:
+        """Filter one tick's desired position (J,) into the command to send."""
         reason = self.hold_reason(now)
         if not reason and target is None:
             reason = "idle"
@@ -185,7 +177,7 @@ class SafetyFilter:
         notes: list[str] = []
         goal = self._clamp_limits(target, notes)
         goal = self._clamp_workspace(goal, notes)
-        q_next = self._limit_joint_motion(goal, notes, stop)
+        q_next = self._limit_joint_motion(goal, notes)
         q_next = self._limit_cartesian(q_next, notes)
         q_next = self._keep_in_box(q_next, notes)
         self.v = (q_next - self.q) / self.dt
@@ -234,20 +226,13 @@ class SafetyFilter:
             q = np.clip(q + step, self.lower, self.upper)
         return q  # any residual is caught by _keep_in_box on the emitted command
 
-    def _limit_joint_motion(self, goal: np.ndarray, notes: list[str], stop: np.ndarray | None = None) -> np.ndarray:
-        """Velocity cap, acceleration cap and a braking profile that stops at the goal, or at
-        ``stop`` where that lies beyond the goal in the direction of motion (see ``step``)."""
+    def _limit_joint_motion(self, goal: np.ndarray, notes: list[str]) -> np.ndarray:
+        """Velocity cap, acceleration cap and a braking profile that stops at the goal."""
         dt, a = self.dt, self.acap
         err = goal - self.q
         dist = np.abs(err)
-        room = dist  # how far each joint may still go before it must be at rest
-        if stop is not None:
-            stop = np.asarray(stop, dtype=float)
-            if stop.shape == goal.shape and np.all(np.isfinite(stop)):
-                ahead = (np.clip(stop, self.lower, self.upper) - self.q) * np.sign(err)
-                room = np.maximum(dist, ahead)
-        # Fastest speed from which constant deceleration a, applied per tick, stops within room.
-        v_brake = a * (-dt / 2 + np.sqrt(dt * dt / 4 + 2 * room / a))
+        # Fastest speed from which constant deceleration a, applied per tick, stops within dist.
+        v_brake = a * (-dt / 2 + np.sqrt(dt * dt / 4 + 2 * dist / a))
         v_want = np.sign(err) * np.minimum(dist / dt, np.minimum(v_brake, self.vcap))
         v_new = np.clip(v_want, self.v - a * dt, self.v + a * dt)
         v_new = np.clip(v_new, -self.vcap, self.vcap)

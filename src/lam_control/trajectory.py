@@ -68,16 +68,3 @@ class TrajectoryFollower:
         t0, t1 = self.times[k - 1], self.times[k]
         w = (t - t0) / (t1 - t0)
         return (1 - w) * self.points[k - 1] + w * self.points[k]
-
-    def stop_point(self, now: float, current: np.ndarray) -> np.ndarray:
-        """Per joint (J,), where the rest of the trajectory comes to rest for an arm at
-        ``current`` heading to the sample at ``now``: the last point, or the first point where
-        the joint turns back (the safety filter's braking reference)."""
-        t = now - self.start_time
-        path = np.vstack([self.sample(now), self.points[self.times > t]])  # (K, J) from the sample on
-        if len(path) == 1:  # the trajectory is over: rest at its end
-            return path[0]
-        onward = np.diff(path, axis=0) * np.sign(path[0] - current)  # (K-1, J) > 0: same way
-        turns = onward < 0
-        first = np.where(turns.any(axis=0), turns.argmax(axis=0), len(path) - 1)  # (J,)
-        return path[first, np.arange(path.shape[1])]
