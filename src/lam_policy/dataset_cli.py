@@ -43,6 +43,9 @@ def add_dataset_parser(subparsers) -> argparse.ArgumentParser:
     mim.add_argument("--speeds", type=float, nargs="+", default=[0.75, 1.0], help="playback speeds")
     mim.add_argument("--loops", type=int, default=3, help="clip repetitions per episode")
     mim.add_argument("--seed", type=int, default=0, help="seed of the perturbations and state noise")
+    mim.add_argument("--dagger", metavar="CKPT",
+                     help="instead: run this motion-imitation checkpoint closed loop on each clip, speed and "
+                          "variant, and label the states it reaches with the teacher (DAgger; train on both files)")
     mim.add_argument("--json", action="store_true", help="print a JSON report")
     mim.set_defaults(func=cmd_mimic)
     return dataset
@@ -137,8 +140,16 @@ def cmd_mimic(args) -> int:
         fields = {"variants": args.variants, "speeds": args.speeds, "loops": args.loops, "seed": args.seed}
         if args.clips:
             fields["clips"] = args.clips
-        frames, report = build_mimic_frames(MimicDataConfig(**fields))
-    except ValueError as exc:  # SourceError (an unknown clip) is a ValueError
+        config = MimicDataConfig(**fields)
+        if args.dagger:
+            from lam_control.robot import RobotConfig
+            from lam_policy.motion_dagger import build_dagger_frames
+            from lam_policy.policy_base import load_policy
+            policy = load_policy(args.dagger, RobotConfig().command_joints, device="cpu")
+            frames, report = build_dagger_frames(policy, config)
+        else:
+            frames, report = build_mimic_frames(config)
+    except ValueError as exc:  # SourceError (an unknown clip) and CheckpointError are ValueErrors
         return _fail(args, exc)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_frames_npz(out, frames)

@@ -54,9 +54,10 @@ class _Commander:
     """What policy_node does in one mode, on simulated time: ``step(now, newest, q)`` -> a
     Trajectory to submit, or None."""
 
-    def __init__(self, robot: RobotConfig, retarget: RetargetConfig, policy, horizon: float):
+    def __init__(self, robot: RobotConfig, retarget: RetargetConfig, policy, horizon: float,
+                 record: list | None = None):
         self.names = robot.command_joints
-        self.policy, self.horizon = policy, horizon
+        self.policy, self.horizon, self.record = policy, horizon, record
         self.rt = None if policy is not None else Retargeter(robot, retarget)
         self.next_tick: float | None = None
         self.last_frame = None
@@ -75,14 +76,18 @@ class _Commander:
         period = 1.0 / self.policy.fps  # ticks on a fixed grid, as the runtime's timer
         self.next_tick = now + period if self.next_tick is None else self.next_tick + period
         obs = {STATE: q, KEYPOINTS: flatten_keypoints(newest)}
+        if self.record is not None:
+            self.record.append((now, obs))
         times, plan = self.policy.select_plan({k: obs[k] for k in self.policy.config.observation_keys})
         return Trajectory.build(self.policy.joint_names, times, plan)
 
 
 def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None,
-            retarget: RetargetConfig | None = None) -> dict:
+            retarget: RetargetConfig | None = None, record: list | None = None) -> dict:
     """Run the clip with ``policy`` (a loaded BasePolicy observing state and keypoints) or, when
-    None, live retargeting. Returns lam mimic's tracking figures and the arm's TCP path."""
+    None, live retargeting. Returns lam mimic's tracking figures and the arm's TCP path. With
+    ``record`` (a list) and a policy, every policy tick appends (time s, {observation.state,
+    observation.keypoints}) to it: the states the policy itself led the arm into (DAgger)."""
     robot, retarget = robot or RobotConfig(), retarget or RetargetConfig()
     clean = MocapSource(config.clip, SourceOptions()).all_keypoints()
     stream = looped(clean, config.loops, config.speed)
@@ -92,7 +97,7 @@ def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None
                                      control_period=1.0 / config.control_rate))
     try:
         arm.reset_positions(q_start)
-        commander = _Commander(robot, retarget, policy, config.command_horizon)
+        commander = _Commander(robot, retarget, policy, config.command_horizon, record)
         times, tcp, sent = _run(arm, commander, published, stream[-1].stamp + 0.5, 1.0 / config.control_rate)
     finally:
         arm.close()
