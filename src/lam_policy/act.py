@@ -7,7 +7,7 @@ joint targets. With ``use_vae`` a small Transformer encoder over [CLS, current s
 chunk] gives the posterior mu/logvar of a latent z during training (loss L1 + kl_weight * KL);
 at inference z is the prior mean, zero. Without the VAE the latent token is a learned constant.
 
-The default sizes (d_model 64, 2 encoder layers + 1 decoder layer, chunk 10) are the ones measured
+The default sizes (d_model 64, 2 encoder layers + 1 decoder layer, chunk 20) are the ones measured
 on the sim tasks; one ``select_action`` with temporal ensembling takes about 1 ms (p50) on one CPU
 thread (see ``lam_policy.bench_act``), and training runs ~1000 samples/s on one core.
 """

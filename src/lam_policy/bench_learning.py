@@ -22,7 +22,7 @@ from lam_policy.policy_base import load_policy
 from lam_policy.train import TrainConfig, train
 
 # What the learning test and this bench train: `lam train`'s defaults (ACT d_model 64, relative
-# actions with the gripper's absolute, chunk 10; batch 32, lr 3e-4) on the task observations, on the CPU.
+# actions with the gripper's absolute, chunk 20; batch 32, lr 3e-4) on the task observations, on the CPU.
 TASK_KEYS = (STATE, OBJECT_POSES, TCP)
 
 
