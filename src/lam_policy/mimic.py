@@ -116,7 +116,9 @@ def summarize(robot: RobotConfig, frame_log, targets, states, applied, commands,
     # Commands must never leave the limits; measured states may by physics' own tolerance.
     sent = np.array([a[2][[a[1].index(j) for j in names]] for a in applied]) if applied else np.zeros((0, n))
     command_violations = int(np.sum((sent < lower - 1e-9) | (sent > upper + 1e-9)))
-    state_violations = int(np.sum((q < lower - 1e-3) | (q > upper + 1e-3)))
+    state_out = (q < lower - 1e-3) | (q > upper + 1e-3)
+    state_violations = int(np.sum(state_out))
+    excess = np.maximum(lower - q, q - upper) if len(q) else np.zeros((0, n))  # > 0: beyond a limit
     # Commanded joint speed per control tick (receipt times jitter; the tick period does not).
     step = np.abs(np.diff(sent, axis=0)) / dt if len(sent) > 1 else np.zeros((0, n))
     speed_fraction = float((step / model.velocity[:n]).max()) if len(step) else float("nan")
@@ -130,6 +132,9 @@ def summarize(robot: RobotConfig, frame_log, targets, states, applied, commands,
         "time_aligned_error_p95_mm": pct(aligned, 95),
         "joint_limit_violations": command_violations + state_violations,
         "command_limit_violations": command_violations, "state_limit_violations": state_violations,
+        # where measured states left the limits: joint -> [samples, worst excess (rad or m)]
+        "state_limit_violations_by_joint": {names[j]: [int(state_out[:, j].sum()), round(float(excess[:, j].max()), 4)]
+                                            for j in range(n) if state_out[:, j].any()},
         "peak_commanded_speed_fraction_of_limit": round(speed_fraction, 3),
         "tcp_jerk_rms_m_s3": round(jerk_rms(times, tcp), 2),
         "command_latency_p50_ms": pct(lat, 50), "command_latency_p95_ms": pct(lat, 95),
