@@ -74,3 +74,26 @@ def test_tracking_error_is_measured_from_begin():
     assert begin == pytest.approx(0.1)
     assert tracking_error(log, targets, times, tcp, begin=begin).max() == pytest.approx(0.0)
     assert first_shown(log, 7) is None and first_shown(log, None) is None
+
+
+def test_summary_counts_limit_violations_and_names_the_joint():
+    from lam_policy.mimic import summarize
+
+    names = ROBOT.command_joints
+    model = ROBOT.load_model()
+    upper = model.upper[:len(names)]
+    home = np.asarray(ROBOT.home_positions(), dtype=float)[:len(names)]
+    over = home.copy()
+    over[3] = upper[3] + 0.01  # the elbow measured 10 mrad past its limit
+    states = [(0.01 * i, names, over if i in (4, 5) else home) for i in range(10)]
+    applied = [(0.01 * i, names, home) for i in range(10)]
+    log = [(i, 0.01 * i) for i in range(10)]
+    targets = np.tile(tcp_of(home), (10, 1))
+    summary = summarize(ROBOT, log, targets, states, applied, [], names)
+    assert summary["command_limit_violations"] == 0 and summary["state_limit_violations"] == 2
+    assert summary["joint_limit_violations"] == 2
+    count, worst = summary["state_limit_violations_by_joint"][names[3]]
+    assert count == 2 and worst == pytest.approx(0.01, abs=1e-4)
+    assert list(summary["state_limit_violations_by_joint"]) == [names[3]]
+    clean = summarize(ROBOT, log, targets, [(t, n, home) for t, n, _ in states], applied, [], names)
+    assert clean["joint_limit_violations"] == 0 and clean["state_limit_violations_by_joint"] == {}
