@@ -118,7 +118,7 @@ def summarize(robot: RobotConfig, frame_log, targets, states, applied, commands,
     command_violations = int(np.sum((sent < lower - 1e-9) | (sent > upper + 1e-9)))
     state_out = (q < lower - 1e-3) | (q > upper + 1e-3)
     state_violations = int(np.sum(state_out))
-    excess = np.maximum(lower - q, q - upper) if len(q) else np.zeros((0, n))  # > 0: beyond a limit
+    excess = np.maximum(lower - q, q - upper)  # > 0: beyond a limit
     # Commanded joint speed per control tick (receipt times jitter; the tick period does not).
     step = np.abs(np.diff(sent, axis=0)) / dt if len(sent) > 1 else np.zeros((0, n))
     speed_fraction = float((step / model.velocity[:n]).max()) if len(step) else float("nan")

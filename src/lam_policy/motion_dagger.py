@@ -22,7 +22,7 @@ from lam_capture.sources import SourceOptions
 from lam_control.robot import RobotConfig
 from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, STATE, Frames
 from lam_policy.mimic_rollout import RolloutConfig, rollout
-from lam_policy.motion_data import MimicDataConfig, draw_perturbation, looped, sample, state_offsets
+from lam_policy.motion_data import MimicDataConfig, assemble, draw_perturbation, episode_entry, labelled, looped
 from lam_policy.motion_teacher import TeacherConfig, teacher_trajectory
 from lam_policy.retarget import RetargetConfig
 
@@ -38,16 +38,11 @@ def dagger_episode(record: list, teacher: tuple[np.ndarray, np.ndarray], robot: 
     kept = [(t, obs) for t, obs in record if t <= t_teach[-1]]
     if not kept:
         return None
-    ticks = np.array([t for t, _ in kept])
-    state = np.stack([np.asarray(obs[STATE], dtype=float) for _, obs in kept])
-    keypoints = np.stack([np.asarray(obs[KEYPOINTS], dtype=float) for _, obs in kept])
+    state = np.stack([obs[STATE] for _, obs in kept])
     if state.shape[1] != q_teach.shape[1]:
         raise ValueError(f"the policy's state has {state.shape[1]} joints, the teacher's targets {q_teach.shape[1]}")
-    n_arm = len(robot.joint_names)
-    state[:, :n_arm] += state_offsets(rng, len(ticks), n_arm, config.fps, config)
-    action = sample(t_teach, q_teach, ticks + config.action_lead)
-    return {STATE: state.astype(np.float32), KEYPOINTS: keypoints.astype(np.float32),
-            ACTION: action.astype(np.float32)}
+    return labelled(np.array([t for t, _ in kept]), state, np.stack([obs[KEYPOINTS] for _, obs in kept]),
+                    teacher, robot, config, rng)
 
 
 def build_dagger_frames(policy, config: MimicDataConfig | None = None, robot: RobotConfig | None = None,
@@ -68,7 +63,7 @@ def build_dagger_frames(policy, config: MimicDataConfig | None = None, robot: Ro
     if abs(policy.fps - config.fps) > 1e-9:
         raise ValueError(f"the policy runs at {policy.fps:g} Hz, the frames are at {config.fps:g} Hz")
     rng = np.random.default_rng(config.seed)
-    parts, episodes, errors = [], [], []
+    parts, episodes = [], []
     for clip in config.clips:
         clean = MocapSource(clip, SourceOptions()).all_keypoints()
         for speed in config.speeds:
@@ -86,16 +81,9 @@ def build_dagger_frames(policy, config: MimicDataConfig | None = None, robot: Ro
                     continue
                 arrays[EPISODE] = np.full(len(arrays[ACTION]), len(episodes), dtype=np.int64)
                 parts.append(arrays)
-                errors.append(result["tracking_error_mean_mm"])
-                episodes.append({"clip": clip, "speed": speed, "noise_m": round(perturb.noise, 4),
-                                 "dropout": round(perturb.dropout, 3),
-                                 "occlusion_per_s": round(perturb.occlusion_rate, 3), "frames": len(arrays[ACTION]),
-                                 "tracking_error_mean_mm": round(result["tracking_error_mean_mm"], 1)})
+                episodes.append(episode_entry(clip, speed, perturb, len(arrays[ACTION]),
+                                              tracking_error_mean_mm=round(result["tracking_error_mean_mm"], 1)))
         log.info("dagger data: %s done (%d episodes so far)", clip, len(episodes))
-    if not parts:
-        raise ValueError(f"no rollout produced any frames for clips {config.clips}")
-    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    report = {"episodes": len(episodes), "frames": int(len(data[ACTION])), "fps": config.fps,
-              "clips": list(config.clips), "speeds": config.speeds,
-              "policy_tracking_error_mean_mm": round(float(np.mean(errors)), 1), "per_episode": episodes}
-    return Frames(data, robot.command_joints, config.fps), report
+    frames, report = assemble(parts, episodes, robot, config)
+    report["policy_tracking_error_mean_mm"] = round(float(np.mean([e["tracking_error_mean_mm"] for e in episodes])), 1)
+    return frames, report

@@ -189,12 +189,36 @@ def episode_arrays(published: list[Keypoints], teacher: tuple[np.ndarray, np.nda
         return None
     newest = np.searchsorted(stamps, ticks, side="right") - 1  # (N,) never -1: ticks start after stamps[0]
     keypoints = np.stack([flatten_keypoints(published[i]) for i in newest])  # (N, 300)
-    state = sample(*states, ticks)
+    return labelled(ticks, sample(*states, ticks), keypoints, teacher, robot, config, rng)
+
+
+def labelled(ticks: np.ndarray, state: np.ndarray, keypoints: np.ndarray, teacher: tuple[np.ndarray, np.ndarray],
+             robot: RobotConfig, config: MimicDataConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One episode's arrays: the observed state (N, n_cmd) with ``state_offsets`` added to its arm
+    joints, the keypoints (N, 300), and the teacher's targets at each tick + ``action_lead``."""
+    state = np.array(state, dtype=float)
     n_arm = len(robot.joint_names)
     state[:, :n_arm] += state_offsets(rng, len(ticks), n_arm, config.fps, config)
-    action = sample(t_teach, q_teach, ticks + config.action_lead)
-    return {STATE: state.astype(np.float32), KEYPOINTS: keypoints.astype(np.float32),
+    action = sample(*teacher, ticks + config.action_lead)
+    return {STATE: state.astype(np.float32), KEYPOINTS: np.asarray(keypoints, dtype=np.float32),
             ACTION: action.astype(np.float32)}
+
+
+def episode_entry(clip: str, speed: float, perturb: PerturbConfig, frames: int, **extra) -> dict:
+    """One episode's line in a frames report."""
+    return {"clip": clip, "speed": speed, "noise_m": round(perturb.noise, 4), "dropout": round(perturb.dropout, 3),
+            "occlusion_per_s": round(perturb.occlusion_rate, 3), "frames": frames, **extra}
+
+
+def assemble(parts: list[dict[str, np.ndarray]], episodes: list[dict], robot: RobotConfig,
+             config: MimicDataConfig) -> tuple[Frames, dict]:
+    """Episodes' arrays (each with its EPISODE column) -> Frames and the report."""
+    if not parts:
+        raise ValueError(f"no episode produced any frames for clips {config.clips}")
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    report = {"episodes": len(episodes), "frames": int(len(data[ACTION])), "fps": config.fps,
+              "clips": list(config.clips), "speeds": config.speeds, "per_episode": episodes}
+    return Frames(data, robot.command_joints, config.fps), report
 
 
 def build_mimic_frames(config: MimicDataConfig | None = None, robot: RobotConfig | None = None,
@@ -221,13 +245,6 @@ def build_mimic_frames(config: MimicDataConfig | None = None, robot: RobotConfig
                     continue
                 arrays[EPISODE] = np.full(len(arrays[ACTION]), len(episodes), dtype=np.int64)
                 parts.append(arrays)
-                episodes.append({"clip": clip, "speed": speed, "noise_m": round(perturb.noise, 4),
-                                 "dropout": round(perturb.dropout, 3),
-                                 "occlusion_per_s": round(perturb.occlusion_rate, 3), "frames": len(arrays[ACTION])})
+                episodes.append(episode_entry(clip, speed, perturb, len(arrays[ACTION])))
         log.info("mimic data: %s done (%d episodes so far)", clip, len(episodes))
-    if not parts:
-        raise ValueError(f"no episode produced any frames for clips {config.clips}")
-    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    report = {"episodes": len(episodes), "frames": int(len(data[ACTION])), "fps": config.fps,
-              "clips": list(config.clips), "speeds": config.speeds, "per_episode": episodes}
-    return Frames(data, robot.command_joints, config.fps), report
+    return assemble(parts, episodes, robot, config)
