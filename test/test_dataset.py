@@ -11,6 +11,7 @@ import pytest
 from episode_factory import JOINTS, T0, joint_state, true_command, true_poses, true_state, write_episode
 from lam_control.recorder import EpisodeWriter, recover
 from lam_policy.dataset import info, load_dataset
+from lam_control.cli import emit
 from lam_policy.dataset_cli import add_dataset_parser
 from lam_policy.lerobot_export import export_lerobot, read_lerobot
 
@@ -170,7 +171,7 @@ def _cli(argv):
     parser = argparse.ArgumentParser(prog="lam")
     add_dataset_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return emit(args.func(args))
 
 
 def test_cli_info_recover_export(episodes, tmp_path, capsys):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lam_control.reply import Reply
+
 log = logging.getLogger("lam")
 
 NODES = {  # name in --nodes: (module, class, default parameter file)
@@ -436,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def emit(reply: Reply) -> int:
+    """Print a command's Reply (stdout lines, then stderr lines); its exit code."""
+    for line in reply.out:
+        print(line)
+    for line in reply.err:
+        print(line, file=sys.stderr)
+    return reply.code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -444,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     from lam_control.ros_graph import GraphError
 
     try:
-        return args.func(args)
+        result = args.func(args)
+        return emit(result) if isinstance(result, Reply) else result
     except (CLIError, GraphError, FileNotFoundError, ValueError) as exc:
         print(f"lam {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from lam_control.reply import Reply
 from lam_control.recorder import RecoveryError, recover
 from lam_control.replay import EpisodeError
 
@@ -51,30 +51,27 @@ def add_dataset_parser(subparsers) -> argparse.ArgumentParser:
     return dataset
 
 
-def _fail(args, exc: Exception) -> int:
-    print(f"lam dataset {args.dataset_command}: error: {exc}", file=sys.stderr)
-    return 2
+def _fail(args, exc: Exception) -> Reply:
+    return Reply(2, err=[f"lam dataset {args.dataset_command}: error: {exc}"])
 
 
-def cmd_info(args) -> int:
+def cmd_info(args) -> Reply:
     from lam_policy.dataset import info
     try:
         figures = info(args.dirs, rate=args.rate)
     except ValueError as exc:
         return _fail(args, exc)
     if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
-    print(f"episodes        {figures['episodes']}  ({figures['frames']} frames at {figures['rate_hz']:g} Hz)")
-    print(f"success rate    {figures['success_rate']:.0%}")
-    print(f"duration        {figures['total_duration_s']:.1f} s total, {figures['mean_duration_s']:.1f} s mean")
-    print(f"tasks           {', '.join(f'{t} ({n})' for t, n in figures['tasks'].items()) or '-'}")
-    print(f"joints          {', '.join(figures['joint_names']) or '-'}")
-    print(f"discarded       {len(figures['discarded'])}")
-    print(f"skipped         {len(figures['skipped'])}")
-    for item in figures["skipped"]:
-        print(f"  {item['name']}: {item['reason']}")
-    return 0
+        return Reply(out=[json.dumps(figures, indent=2)])
+    return Reply(out=[
+        f"episodes        {figures['episodes']}  ({figures['frames']} frames at {figures['rate_hz']:g} Hz)",
+        f"success rate    {figures['success_rate']:.0%}",
+        f"duration        {figures['total_duration_s']:.1f} s total, {figures['mean_duration_s']:.1f} s mean",
+        f"tasks           {', '.join(f'{t} ({n})' for t, n in figures['tasks'].items()) or '-'}",
+        f"joints          {', '.join(figures['joint_names']) or '-'}",
+        f"discarded       {len(figures['discarded'])}",
+        f"skipped         {len(figures['skipped'])}",
+        *(f"  {item['name']}: {item['reason']}" for item in figures["skipped"])])
 
 
 def _episode_dirs(path: Path) -> list[Path]:
@@ -84,7 +81,7 @@ def _episode_dirs(path: Path) -> list[Path]:
             and (any(p.glob("*.mcap")) or any(p.glob("*.mcap.orig")))]
 
 
-def cmd_recover(args) -> int:
+def cmd_recover(args) -> Reply:
     path = Path(args.path)
     if not path.is_dir():
         return _fail(args, ValueError(f"{path} is not a folder"))
@@ -94,24 +91,23 @@ def cmd_recover(args) -> int:
             reports.append(recover(folder).to_dict())
         except (RecoveryError, EpisodeError, OSError) as exc:
             errors.append({"episode": folder.name, "error": str(exc)})
-    if args.json:
-        print(json.dumps({"episodes": reports, "errors": errors}, indent=2))
-    else:
-        for r in reports:
-            if r["action"] == "nothing to do":
-                print(f"{r['episode']}: nothing to do (finalised)")
-                continue
-            counts = ", ".join(f"{t} {n}" for t, n in r["messages"].items() if n)
-            print(f"{r['episode']}: recovered {r['span_s']:.2f} s ({counts}); dropped {r['bytes_dropped']} bytes; "
-                  f"original kept as {Path(r['original']).name}")
-        for e in errors:
-            print(f"{e['episode']}: error: {e['error']}", file=sys.stderr)
     if not reports and not errors:
         return _fail(args, ValueError(f"no episode folders in {path}"))
-    return 2 if errors else 0
+    code = 2 if errors else 0
+    if args.json:
+        return Reply(code, out=[json.dumps({"episodes": reports, "errors": errors}, indent=2)])
+    out = []
+    for r in reports:
+        if r["action"] == "nothing to do":
+            out.append(f"{r['episode']}: nothing to do (finalised)")
+            continue
+        counts = ", ".join(f"{t} {n}" for t, n in r["messages"].items() if n)
+        out.append(f"{r['episode']}: recovered {r['span_s']:.2f} s ({counts}); dropped {r['bytes_dropped']} bytes; "
+                   f"original kept as {Path(r['original']).name}")
+    return Reply(code, out=out, err=[f"{e['episode']}: error: {e['error']}" for e in errors])
 
 
-def cmd_export(args) -> int:
+def cmd_export(args) -> Reply:
     from lam_policy.dataset import load_dataset
     from lam_policy.lerobot_export import export_lerobot
     try:
@@ -119,13 +115,12 @@ def cmd_export(args) -> int:
         info = export_lerobot(ds, args.out, repo_id=args.repo_id, robot_type=args.robot_type)
     except ValueError as exc:
         return _fail(args, exc)
-    print(f"wrote LeRobotDataset {info['codebase_version']} to {args.out}: {info['total_episodes']} episodes, "
-          f"{info['total_frames']} frames at {info['fps']} fps"
-          + (f"; skipped {len(ds.skipped)}: " + ", ".join(n for n, _ in ds.skipped) if ds.skipped else ""))
-    return 0
+    return Reply(out=[f"wrote LeRobotDataset {info['codebase_version']} to {args.out}: {info['total_episodes']} "
+                      f"episodes, {info['total_frames']} frames at {info['fps']} fps"
+                      + (f"; skipped {len(ds.skipped)}: " + ", ".join(n for n, _ in ds.skipped) if ds.skipped else "")])
 
 
-def cmd_mimic(args) -> int:
+def cmd_mimic(args) -> Reply:
     import logging
 
     from lam_policy.frames import save_frames_npz
@@ -155,8 +150,6 @@ def cmd_mimic(args) -> int:
     save_frames_npz(out, frames)
     report["out"] = str(out)
     if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"wrote {report['frames']} frames in {report['episodes']} episodes at {report['fps']:g} Hz from "
-              f"{len(report['clips'])} clip(s) to {out} (+ {out.with_suffix('.json').name})")
-    return 0
+        return Reply(out=[json.dumps(report, indent=2)])
+    return Reply(out=[f"wrote {report['frames']} frames in {report['episodes']} episodes at {report['fps']:g} Hz "
+                      f"from {len(report['clips'])} clip(s) to {out} (+ {out.with_suffix('.json').name})"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lam_control.reply import Reply
 from lam_policy.frames import ACTION, EPISODE, OBSERVATION_KEYS, Frames
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _train_config(args, frames: Frames):
     return TrainConfig(**fields)
 
 
-def cmd_train(args) -> int:
+def cmd_train(args) -> Reply:
     from lam_policy.train import train
 
     frames, report = frames_from_folders(args.data, args.rate, not args.all_episodes)
@@ -109,12 +110,10 @@ def cmd_train(args) -> int:
     summary = train(frames, args.out, config, resume=not args.no_resume, progress=not args.quiet)
     summary["data"] = report
     summary["observation_keys"] = list(config.policy_config.observation_keys)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2))
-    return 0
+    return Reply(out=[json.dumps(summary, indent=2)] if int(os.environ.get("RANK", "0")) == 0 else [])
 
 
-def cmd_eval(args) -> int:
+def cmd_eval(args) -> Reply:
     from lam_control.robot import RobotConfig
     from lam_policy.evaluate import EvalConfig, evaluate
     from lam_policy.policy_base import load_policy
@@ -124,23 +123,23 @@ def cmd_eval(args) -> int:
     torch.set_num_threads(1)  # as policy_node runs it (see lam_policy.runtime)
     robot = RobotConfig()
     config = EvalConfig(episodes=args.episodes, seed=args.seed, time_limit=args.time_limit or 0.0)
-    results = {}
+    results, lines = {}, []
     for ckpt in args.checkpoint:
         policy = load_policy(ckpt, expected_joint_names=robot.command_joints, device=args.device)
         result = evaluate(policy, args.task, config, robot)
         result["policy"] = policy.policy_type
         results[ckpt] = result
-        if not args.json:
-            print(f"{ckpt} ({policy.policy_type}): success {result['success_rate']:.0%} over {result['episodes']} "
-                  f"episodes, mean time {result['mean_episode_time_s']} s, interventions/episode "
-                  f"{result['interventions_per_episode']}, inference p99 {result['inference_p99_ms']} ms",
-                  flush=True)
-    if args.json:
-        if not args.per_episode:
-            for r in results.values():
-                r.pop("per_episode", None)
-        print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
-    return 0
+        lines.append(f"{ckpt} ({policy.policy_type}): success {result['success_rate']:.0%} over "
+                     f"{result['episodes']} episodes, mean time {result['mean_episode_time_s']} s, "
+                     f"interventions/episode {result['interventions_per_episode']}, inference p99 "
+                     f"{result['inference_p99_ms']} ms")
+        log.info("evaluated %s (%d of %d)", ckpt, len(results), len(args.checkpoint))  # progress
+    if not args.json:
+        return Reply(out=lines)
+    if not args.per_episode:
+        for r in results.values():
+            r.pop("per_episode", None)
+    return Reply(out=[json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2)])
 
 
 def add_learn_parsers(sub) -> None:
