@@ -111,3 +111,49 @@ def test_lam_mimic_reports_imitation_figures_with_no_limit_violation():
 def test_lam_mimic_needs_a_mocap_source():
     result = lam("mimic", "--source", "camera:0")
     assert result.returncode == 2 and "mocap:CLIP" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_lam_mimic_runs_at_once_each_measure_only_their_own_graph():
+    """Each runs on its own private domain: on a shared one each would receive both graphs'
+    commands and joint states (measured: three times the commands, tracking error 64 -> 107 mm)."""
+    import json
+
+    runs = [subprocess.Popen(LAM + ["mimic", "--source", "mocap:walk", "--repeat", "2", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=180) for run in runs]
+    for run, (out, err) in zip(runs, outputs):
+        assert run.returncode == 0, err[-2000:]
+        summary = json.loads(out)
+        assert summary["joint_limit_violations"] == 0
+        # One command per published frame at most (capture publishes after 5 steady frames).
+        assert 30 < summary["commands"] <= summary["frames"], summary["commands"]
+
+
+def test_lam_mimic_on_a_domain_another_graph_publishes_on_refuses_its_figures(lam_run):
+    result = lam("mimic", "--source", "mocap:walk", "--repeat", "1", "--domain", str(domain_id()), "--json",
+                 timeout=120)
+    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
+    assert f"other publishers on ROS domain {domain_id()}" in result.stderr and "/joint_states: 1" in result.stderr
+    assert "Traceback" not in result.stderr and not result.stdout.strip()
+
+
+def test_a_domain_out_of_range_is_refused():
+    result = lam("mimic", "--source", "mocap:walk", "--domain", "300")
+    assert result.returncode == 2 and "--domain must be a ROS domain id in 0-232" in result.stderr
+
+
+def test_only_a_ros2_control_backend_keeps_the_environments_domain(tmp_path):
+    import argparse
+
+    from lam_control.cli import _graph_domain
+    from lam_control.resources import share_file
+
+    overlay = tmp_path / "robot.yaml"
+    overlay.write_text("control_node:\n  ros__parameters:\n    backend: ros2_control\n")
+    sim = [str(share_file("config/control.yaml"))]
+    real = sim + [str(overlay)]
+    none = argparse.Namespace(domain=None)
+    assert _graph_domain(none, sim) == {"private": True}
+    assert _graph_domain(none, real) == {}
+    assert _graph_domain(argparse.Namespace(domain=5), real) == {"domain_id": 5}

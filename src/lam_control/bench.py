@@ -60,7 +60,7 @@ def bench_control_node(seconds: float) -> dict:
     from lam_control.resources import share_file
     from lam_control.ros_graph import Graph
 
-    with Graph([share_file("config/control.yaml")]) as graph:
+    with Graph([share_file("config/control.yaml")], private=True) as graph:
         node = graph.add(ControlNode)
         graph.spin(duration=seconds)
         periods, work = list(node._periods), list(node._work)

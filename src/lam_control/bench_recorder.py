@@ -70,7 +70,7 @@ def bench_recording_teleop(seconds: float = 5.0, clip: str = "walk") -> dict:
     from lam_policy.policy_node import PolicyNode
 
     params = [share_file(f"config/{n}.yaml") for n in ("control", "policy", "capture", "record")]
-    with tempfile.TemporaryDirectory() as tmp, Graph(params) as graph:
+    with tempfile.TemporaryDirectory() as tmp, Graph(params, private=True) as graph:
         graph.add(ControlNode)
         graph.add(PolicyNode)
         graph.add(CaptureNode, parameter_overrides=overrides(source=f"mocap:{clip}", loop=True))

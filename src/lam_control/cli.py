@@ -36,6 +36,31 @@ def _default_params(nodes=("control",)) -> list[str]:
     return [str(share_file(NODES[n][2])) for n in nodes]
 
 
+def _control_backend(params: list[str]) -> str:
+    """control_node's ``backend`` as these parameter files set it (the last one wins; default sim)."""
+    import yaml
+
+    backend = "sim"
+    for path in params:
+        data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+        section = (data or {}).get("control_node", {}) if isinstance(data, dict) else {}
+        backend = (section.get("ros__parameters") or {}).get("backend", backend) if isinstance(section, dict) else backend
+    return str(backend)
+
+
+def _graph_domain(args, params: list[str]) -> dict:
+    """Graph keyword arguments for a command whose nodes all run in this process: ``--domain N``
+    when given; the environment's ROS_DOMAIN_ID when control_node drives a physical arm (it must
+    reach the robot's graph); otherwise a private domain, so that the run neither sends commands
+    to another graph's control node nor mixes that graph's messages into its own."""
+    domain = getattr(args, "domain", None)
+    if domain is not None:
+        if not 0 <= domain <= 232:
+            raise CLIError(f"--domain must be a ROS domain id in 0-232, got {domain}")
+        return {"domain_id": domain}
+    return {} if _control_backend(params) == "ros2_control" else {"private": True}
+
+
 def _parse_nodes(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -88,7 +113,8 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with Graph(args.params or _default_params()) as graph:
+    params = args.params or _default_params()
+    with Graph(params, **_graph_domain(args, params)) as graph:
         control = graph.add(ControlNode)
         monitor = graph.add(MonitorNode)
         robot = control.arm.robot
@@ -170,7 +196,7 @@ def cmd_mimic(args) -> int:
     from lam_capture.sources import SourceOptions, parse_spec
     from lam_control.control_node import ControlNode
     from lam_control.monitor_node import MonitorNode
-    from lam_control.ros_graph import Graph
+    from lam_control.ros_graph import ForeignWatch, Graph
     from lam_policy.mimic import reference_path, summarize
     from lam_policy.policy_node import PolicyNode
 
@@ -181,7 +207,8 @@ def cmd_mimic(args) -> int:
     clean = MocapSource(clip, SourceOptions()).all_keypoints()
     perturb = [Parameter("perturb_noise", value=args.noise / 100.0), Parameter("perturb_dropout", value=args.dropout),
                Parameter("perturb_occlusion_rate", value=args.occlusion), Parameter("perturb_seed", value=args.seed)]
-    with Graph(args.params or _default_params(("control", "policy", "capture"))) as graph:
+    params = args.params or _default_params(("control", "policy", "capture"))
+    with Graph(params, **_graph_domain(args, params)) as graph:
         control = graph.add(ControlNode)
         mode = [Parameter("mode", value=args.mode)]
         if args.checkpoint:
@@ -196,10 +223,17 @@ def cmd_mimic(args) -> int:
             Parameter("speed", value=args.speed), *perturb])
         pipeline = capture.pipeline
         frames = args.repeat * len(clean)
+        watch = ForeignWatch(graph, ["/lam/keypoints", "/lam/joint_command", "/joint_states"])
         graph.spin(duration=frames / pipeline.source.rate + 20.0, handle_signals=True,
-                   until=lambda: len(pipeline.frame_log) >= frames)
+                   until=lambda: watch.poll() or len(pipeline.frame_log) >= frames)
         capture.stop()
         graph.spin(duration=0.5)  # let the last commands land
+        watch.poll(force=True)
+        if watch.found:
+            raise CLIError(f"other publishers on ROS domain {graph.domain_id} ("
+                           + ", ".join(f"{t}: {n}" for t, n in watch.found.items())
+                           + "): their messages mixed into this run, so its figures are not this clip's; "
+                             "stop them or leave out --domain (a private domain is the default)")
         frame_log = list(pipeline.frame_log)[:frames]
         apply = control._apply_age
     if not monitor.states or not frame_log:
@@ -248,7 +282,8 @@ def cmd_record(args) -> int:
     review = _ask_review if args.review else None
     names = ("control", "policy", "capture")
     started = time.monotonic()
-    with Graph(args.params or _default_params(names + ("record",))) as graph:
+    params = args.params or _default_params(names + ("record",))
+    with Graph(params, **_graph_domain(args, params)) as graph:
         overrides = {"control": [Parameter("task", value=args.task), Parameter("task_seed", value=args.seed)],
                      "capture": [Parameter("source", value=args.source)], "policy": []}
         for name in names:
@@ -292,7 +327,8 @@ def cmd_replay(args) -> int:
     stamps, positions = stamps[keep], positions[keep]
     times = (stamps - stamps[0]) * 1e-9
     lead_in = args.lead_in
-    with Graph(args.params or _default_params()) as graph:
+    params = args.params or _default_params()
+    with Graph(params, **_graph_domain(args, params)) as graph:
         scene = overrides(task=ep.task, task_seed=int(ep.seed or 0)) if (ep.task and not args.no_task) else []
         control = graph.add(ControlNode, parameter_overrides=scene)
         monitor = graph.add(MonitorNode)
@@ -361,6 +397,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _add_domain_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--domain", type=int, metavar="ID",
+                        help="ROS domain id to run on (default: a private one with no other participant; with a "
+                             "ros2_control backend, the environment's ROS_DOMAIN_ID)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lam", description="LAM stack: teleoperation and imitation for robot arms")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -381,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="output folder (video, summary.json)")
     demo.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files")
     demo.add_argument("--no-video", action="store_true", help="skip rendering the video")
+    _add_domain_argument(demo)
     demo.set_defaults(func=cmd_demo)
 
     mimic = sub.add_parser("mimic", help="motion imitation metrics for a mocap clip through the whole graph")
@@ -398,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the three nodes")
     mimic.add_argument("--video", metavar="MP4", help="also write a video of the run")
     mimic.add_argument("--json", action="store_true", help="print JSON")
+    _add_domain_argument(mimic)
     mimic.set_defaults(func=cmd_mimic)
 
     record = sub.add_parser("record", help="record demonstrations of a sim task, one rosbag2 folder per episode")
@@ -412,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--review", action="store_true", help="ask to keep, discard or re-record each episode")
     record.add_argument("--params", nargs="+", metavar="FILE", help="parameter YAML files for the nodes")
     record.add_argument("--json", action="store_true", help="print a JSON summary")
+    _add_domain_argument(record)
     record.set_defaults(func=cmd_record)
 
     replay = sub.add_parser("replay", help="play an episode's commands back on the arm through the safety filter")
@@ -421,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-task", action="store_true", help="do not set up the episode's sim task")
     replay.add_argument("--lead-in", type=float, default=2.0, help="s to move to the first command before playing")
     replay.add_argument("--json", action="store_true", help="print JSON")
+    _add_domain_argument(replay)
     replay.set_defaults(func=cmd_replay)
 
     from lam_policy.dataset_cli import add_dataset_parser
