@@ -218,7 +218,7 @@ def test_a_small_learned_model_beats_live_retargeting_under_noise(tmp_path):
                 errors[mode].append(result["tracking_error_mean_mm"])
     log.info("path deviation under noise (mm), punch x2 then walk x2: lam %s, live retargeting %s",
              np.round(errors["lam"], 1), np.round(errors["retarget"], 1))
-    # measured: lam 93, 87, 36, 35 mm vs live 159, 99, 54, 49 mm (mean ratio 0.69)
+    # measured: lam 93, 87, 36, 35 mm vs live 145, 88, 76, 47 mm (path_lag 0.2; with 0: 159, 99, 54, 49)
     assert np.mean(errors["lam"]) < 0.85 * np.mean(errors["retarget"])
 
 
