@@ -40,11 +40,12 @@ def _control_backend(params: list[str]) -> str:
     """control_node's ``backend`` as these parameter files set it (the last one wins; default sim)."""
     import yaml
 
+    from lam_control.ros_graph import check_params_file
+
     backend = "sim"
-    for path in params:
-        data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
-        section = (data or {}).get("control_node", {}) if isinstance(data, dict) else {}
-        backend = (section.get("ros__parameters") or {}).get("backend", backend) if isinstance(section, dict) else backend
+    for path in params:  # check_params_file: a missing or malformed file is a GraphError here
+        section = yaml.safe_load(check_params_file(path).read_text()).get("control_node")
+        backend = section["ros__parameters"].get("backend", backend) if section else backend
     return str(backend)
 
 
