@@ -33,7 +33,7 @@ def test_reference_maps_every_frame_calibration_frames_included(walk):
     live = Retargeter(ROBOT, RetargetConfig())
     q = ROBOT.home_positions()
     mapped = {}
-    for i, kp in enumerate(looped(walk, 2, 1.0)):
+    for i, kp in enumerate(looped(walk, 2)):
         result = live.update(kp, q, kp.stamp)
         if result is not None and i >= len(walk):
             mapped[i - len(walk)] = live.within_reach(result.absolute_target)

@@ -15,7 +15,7 @@ import pybullet as p
 import pytest
 
 from lam_capture.mocap import (CLIP_PREFIX, MOTIONS_DIR, HumanoidPoser, MocapSource, available_clips,
-                               load_clip, resolve_clip)
+                               load_clip, resolve_clip, retimed)
 from lam_capture.skeleton import BODY
 from lam_capture.sources import SourceError, SourceOptions, open_source
 
@@ -167,6 +167,52 @@ def test_source_loops_when_asked():
     assert not source.finished
     source.close()
     assert source.finished and source.read(timeout=0.1) is None
+
+
+def test_slower_speed_resamples_the_motion_at_the_camera_rate():
+    """Half speed is the same motion over twice the time, still at the clip's 30 Hz: even frames
+    are the clip's own, odd ones lie between their neighbours (slerped joints), and the source
+    paces at the clip rate rather than at half of it."""
+    clip = load_clip("punch")
+    half = retimed(clip, 0.5)
+    assert half.num_frames == 2 * clip.num_frames - 1 and abs(half.rate - clip.rate) < 1e-9
+    assert np.allclose(half.frames[::2, 1:4], clip.frames[:, 1:4], atol=1e-9)
+    full = np.stack([k.points for k in MocapSource("punch").all_keypoints()])  # (F, 75, 3)
+    source = MocapSource("punch", SourceOptions(speed=0.5))
+    slow = np.stack([k.points for k in source.all_keypoints()])  # (2F - 1, 75, 3)
+    assert source.rate == clip.rate and len(slow) == len(half.frames)
+    assert np.abs(slow[::2] - full).max() < 1e-6  # the clip's own poses, landmarks to a micrometre
+    between = np.linalg.norm(slow[1::2] - 0.5 * (full[:-1] + full[1:]), axis=-1)  # (F-1, 75)
+    step = np.linalg.norm(full[1:] - full[:-1], axis=-1)  # how far a landmark moves per clip frame
+    # Near the chord's middle; off it by the arc's sagitta where a joint turns fast (a slerp, not
+    # a straight line: the punching hand moves 19 cm in one frame and passes 2.4 cm off the chord).
+    assert np.all(between <= 0.2 * step + 2e-3), (between - 0.2 * step).max()
+    hand = _idx("right_wrist"), _idx("right_elbow")
+    forearm = np.linalg.norm(slow[:, hand[0]] - slow[:, hand[1]], axis=-1)  # rigid in between too
+    assert np.ptp(forearm) < 1e-6, np.ptp(forearm)
+    stamps = [k.stamp for k in source.all_keypoints()]
+    assert np.allclose(np.diff(stamps), 1.0 / clip.rate)
+    twice = retimed(clip, 2.0)
+    assert twice.num_frames == (clip.num_frames + 1) // 2
+    assert np.allclose(twice.frames[:, 1:4], clip.frames[::2, 1:4], atol=1e-9)
+    assert retimed(clip, 1.0) is clip
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="speed"):
+            retimed(clip, bad)
+
+
+def test_slerp_keeps_unit_quaternions_and_takes_the_short_way():
+    clip = load_clip("spinkick")  # the fastest rotations of the set
+    half = retimed(clip, 0.5)
+    for c in (4, 8, 12, 16, 21, 25, 30, 35, 39):
+        q = half.frames[:, c:c + 4]
+        assert np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-9)
+        a, b = clip.frames[:-1, c:c + 4], clip.frames[1:, c:c + 4]
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        full_angle = 2 * np.arccos(np.clip(np.abs(np.sum(a * b, axis=1)), 0, 1))
+        mid_angle = 2 * np.arccos(np.clip(np.abs(np.sum(a * q[1::2], axis=1)), 0, 1))
+        assert np.allclose(mid_angle, full_angle / 2, atol=1e-6)  # halfway along the shorter arc
 
 
 def _write(path, text):

@@ -20,7 +20,7 @@ from lam_control.robot import RobotConfig
 from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, STATE, Frames, load_npz_frames, save_frames_npz
 from lam_policy.mimic import jerk_rms, reference_path, tracking_error
 from lam_policy.frames import flatten_keypoints
-from lam_policy.motion_data import MimicDataConfig, build_mimic_frames, looped
+from lam_policy.motion_data import MimicDataConfig, build_mimic_frames, clip_frames, looped
 from lam_policy.motion_teacher import TeacherConfig, joint_bounds, operator_path, teacher_trajectory
 from lam_policy.retarget import RetargetConfig, Retargeter
 
@@ -37,7 +37,7 @@ def clean():
 @pytest.fixture(scope="module")
 def taught(clean):
     """The teacher on two loops of punch: (stream, times, q)."""
-    stream = looped(clean["punch"], 2, 1.0)
+    stream = looped(clean["punch"], 2)
     times, q = teacher_trajectory(ROBOT, stream)
     return stream, times, q
 
@@ -100,7 +100,7 @@ def test_teacher_is_smoother_than_live_retargeting_and_closer_to_the_operator_pa
 def test_teacher_stays_on_a_slow_motion_s_path_where_it_is_reachable(clean):
     """At half speed the arm can keep up: the plan may run late (within lam mimic's 0.5 s window,
     by design) but stays on the operator's path wherever IK can reach it."""
-    stream = looped(clean["walk"], 2, 0.5)
+    stream = looped(clip_frames("walk", 0.5), 2)
     times, q = teacher_trajectory(ROBOT, stream)
     _, reached = live_retargeting(stream)
     targets = operator_path(ROBOT, RetargetConfig(), stream).targets  # every frame's, both loops

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,47 @@ def _check_frames(frames: np.ndarray, path: Path) -> None:
         raise SourceError(f"mocap clip {path}: frame {np.argwhere(norms < 1e-6)[0][0]} has a zero quaternion")
 
 
+def _slerp(q0: np.ndarray, q1: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Unit quaternions (K, 4) a fraction ``alpha`` (K,) of the way from q0 to q1 (K, 4) along the
+    shorter arc; any component order, as long as both use the same."""
+    q0 = q0 / np.linalg.norm(q0, axis=1, keepdims=True)
+    q1 = q1 / np.linalg.norm(q1, axis=1, keepdims=True)
+    dot = np.sum(q0 * q1, axis=1)
+    q1 = np.where(dot[:, None] < 0, -q1, q1)  # q and -q are one rotation: take the short way
+    angle = np.arccos(np.clip(np.abs(dot), 0.0, 1.0))  # (K,)
+    small = angle < 1e-6
+    sin = np.where(small, 1.0, np.sin(angle))
+    w0 = np.where(small, 1.0 - alpha, np.sin((1.0 - alpha) * angle) / sin)
+    w1 = np.where(small, alpha, np.sin(alpha * angle) / sin)
+    out = w0[:, None] * q0 + w1[:, None] * q1
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def retimed(clip: Clip, speed: float) -> Clip:
+    """The clip's motion played at ``speed`` (0.5 = half as fast) and sampled at the clip's own
+    frame rate, as a camera would see a slower or faster operator: frame k shows clip time
+    k x speed / rate, the root position and the elbow and knee angles interpolated linearly, the
+    quaternions by slerp. Every frame lasts 1 / rate s (the last 0, as in DeepMimic files).
+    ``speed`` 1 returns the clip unchanged."""
+    if not (math.isfinite(speed) and speed > 0):
+        raise ValueError(f"mocap speed must be finite and > 0, got {speed!r}")
+    if speed == 1.0 or clip.num_frames < 2:
+        return clip
+    dt = 1.0 / clip.rate
+    times = np.concatenate([[0.0], np.cumsum(clip.durations[:-1])])  # (F,) s of clip time
+    shown = np.arange(int(math.floor(times[-1] / (speed * dt) + 1e-9)) + 1) * speed * dt  # (K,)
+    i = np.clip(np.searchsorted(times, shown, side="right") - 1, 0, clip.num_frames - 2)  # (K,)
+    span = times[i + 1] - times[i]
+    alpha = np.clip(np.divide(shown - times[i], span, out=np.zeros_like(shown), where=span > 0), 0.0, 1.0)
+    a, b = clip.frames[i], clip.frames[i + 1]  # (K, 44)
+    frames = a + alpha[:, None] * (b - a)  # positions and angles; the quaternions are replaced below
+    for c in [ROOT_QUATERNION.start] + [c for j, c in JOINT_COLUMNS.items() if j not in REVOLUTE_JOINTS]:
+        frames[:, c:c + 4] = _slerp(a[:, c:c + 4], b[:, c:c + 4], alpha)
+    frames[:, 0] = dt
+    frames[-1, 0] = 0.0
+    return Clip(name=clip.name, frames=frames, durations=frames[:, 0].copy(), loop=clip.loop, path=clip.path)
+
+
 def _xyzw(wxyz: np.ndarray) -> list[float]:
     """DeepMimic's w, x, y, z quaternion as pybullet's normalised x, y, z, w."""
     q = np.asarray(wxyz, dtype=float)[[1, 2, 3, 0]]
@@ -308,6 +350,10 @@ def clip_keypoints(clip: Clip) -> np.ndarray:
 class MocapSource(Source):
     """``mocap:CLIP``: a DeepMimic clip replayed as ready keypoints at the clip's own rate.
 
+    ``options.speed`` slows or speeds up the motion, not the camera: the clip is resampled at its
+    own rate (:func:`retimed`), so half speed gives twice the frames, still at 30 Hz for the
+    pybullet_data clips. ``clip`` is the resampled clip; its frames are the ones read.
+
     All keypoints are computed when the source opens (a clip is a few hundred frames), so
     ``read`` only paces and copies. ``Frame.index`` is the clip frame (it restarts at 0 when
     looping). The clip plays once unless ``options.loop``; the file's own ``"Loop": "wrap"``
@@ -317,8 +363,9 @@ class MocapSource(Source):
 
     def __init__(self, clip: str, options: SourceOptions | None = None):
         options = options or SourceOptions()
-        self.clip = load_clip(clip)
-        self.rate = self.clip.rate * options.speed  # frames per second of wall time
+        self.clip = retimed(load_clip(clip), options.speed)
+        self.speed = options.speed
+        self.rate = self.clip.rate  # frames per second of wall time, at any speed
         self._loop = bool(options.loop)
         self._points = clip_keypoints(self.clip)  # (F, 75, 3)
         self._times = np.concatenate([[0.0], np.cumsum(self.clip.durations[:-1])])  # (F,) s
@@ -326,8 +373,8 @@ class MocapSource(Source):
         self._next = 0
         self._done = False
         self._closed = False
-        log.info("mocap clip %s: %d frames at %.1f Hz (file Loop %s, looping %s)", self.clip.name,
-                 self.clip.num_frames, self.rate, "wrap" if self.clip.loop else "none", self._loop)
+        log.info("mocap clip %s at speed %g: %d frames at %.1f Hz (file Loop %s, looping %s)", self.clip.name,
+                 self.speed, self.clip.num_frames, self.rate, "wrap" if self.clip.loop else "none", self._loop)
 
     @property
     def finished(self) -> bool:

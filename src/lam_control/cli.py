@@ -205,7 +205,7 @@ def cmd_mimic(args) -> int:
     if kind != "mocap":
         raise CLIError(f"lam mimic needs a mocap:CLIP source (the clean clip is the reference), got {args.source!r}")
     _mimic_checkpoint(args.mode, args.checkpoint)
-    clean = MocapSource(clip, SourceOptions()).all_keypoints()
+    clean = MocapSource(clip, SourceOptions(speed=args.speed)).all_keypoints()  # the frames capture will read
     perturb = [Parameter("perturb_noise", value=args.noise / 100.0), Parameter("perturb_dropout", value=args.dropout),
                Parameter("perturb_occlusion_rate", value=args.occlusion), Parameter("perturb_seed", value=args.seed)]
     params = args.params or _default_params(("control", "policy", "capture"))

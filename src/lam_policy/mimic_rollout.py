@@ -16,16 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lam_capture.mocap import MocapSource
 from lam_capture.perturb import PerturbConfig
-from lam_capture.sources import SourceOptions
 from lam_control.robot import RobotConfig
 from lam_control.safety import SafetyConfig
 from lam_control.sim_arm import SimArm
 from lam_control.trajectory import Trajectory
 from lam_policy.frames import KEYPOINTS, STATE, flatten_keypoints
 from lam_policy.mimic import first_shown, jerk_rms, reference_path, tracking_error
-from lam_policy.motion_data import captured, looped
+from lam_policy.motion_data import captured, clip_frames, looped
 from lam_policy.retarget import RetargetConfig, Retargeter
 
 
@@ -89,8 +87,8 @@ def rollout(config: RolloutConfig, policy=None, robot: RobotConfig | None = None
     ``record`` (a list) and a policy, every policy tick appends (time s, {observation.state,
     observation.keypoints}) to it: the states the policy itself led the arm into (DAgger)."""
     robot, retarget = robot or RobotConfig(), retarget or RetargetConfig()
-    clean = MocapSource(config.clip, SourceOptions()).all_keypoints()
-    stream = looped(clean, config.loops, config.speed)
+    clean = clip_frames(config.clip, config.speed)
+    stream = looped(clean, config.loops)
     published = captured(stream, config.perturb or PerturbConfig())
     targets, q_start, start_frame = reference_path(robot, retarget, clean, "retarget" if policy is None else "lam")
     arm = SimArm(robot, SafetyConfig(max_cartesian_speed=config.max_cartesian_speed,

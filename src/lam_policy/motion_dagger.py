@@ -17,12 +17,11 @@ import logging
 
 import numpy as np
 
-from lam_capture.mocap import MocapSource
-from lam_capture.sources import SourceOptions
 from lam_control.robot import RobotConfig
 from lam_policy.frames import ACTION, EPISODE, KEYPOINTS, STATE, Frames
 from lam_policy.mimic_rollout import RolloutConfig, rollout
-from lam_policy.motion_data import MimicDataConfig, assemble, draw_perturbation, episode_entry, labelled, looped
+from lam_policy.motion_data import (MimicDataConfig, assemble, clip_frames, draw_perturbation, episode_entry,
+                                    labelled, looped)
 from lam_policy.motion_teacher import TeacherConfig, teacher_trajectory
 from lam_policy.retarget import RetargetConfig
 
@@ -65,9 +64,8 @@ def build_dagger_frames(policy, config: MimicDataConfig | None = None, robot: Ro
     rng = np.random.default_rng(config.seed)
     parts, episodes = [], []
     for clip in config.clips:
-        clean = MocapSource(clip, SourceOptions()).all_keypoints()
         for speed in config.speeds:
-            teach = teacher_trajectory(robot, looped(clean, config.loops, speed), retarget, teacher)
+            teach = teacher_trajectory(robot, looped(clip_frames(clip, speed), config.loops), retarget, teacher)
             for variant in range(config.variants):
                 perturb = draw_perturbation(rng, config, variant, int(rng.integers(2**31)))
                 record: list = []

@@ -101,11 +101,17 @@ def capture_cleaner(perturbed: bool) -> KeypointCleaner:
     return KeypointCleaner(CleanerConfig(smoothing=perturbed))
 
 
-def looped(clean: list[Keypoints], loops: int, speed: float) -> list[Keypoints]:
-    """The clip played ``loops`` times at ``speed``, as MocapSource loops it: frame i of the
-    stream is clip frame i % F, stamped i / (clip rate x speed) s."""
+def clip_frames(clip: str, speed: float) -> list[Keypoints]:
+    """The clean keypoints MocapSource reads for ``clip`` at ``speed`` (resampled at the clip's
+    rate, see ``mocap.retimed``), stamped with their time in the retimed clip."""
+    return MocapSource(clip, SourceOptions(speed=speed)).all_keypoints()
+
+
+def looped(clean: list[Keypoints], loops: int) -> list[Keypoints]:
+    """The clip frames ``clean`` played ``loops`` times, as MocapSource loops them: frame i of
+    the stream is frame i % F, stamped i / (frame rate) s."""
     rate = (len(clean) - 1) / (clean[-1].stamp - clean[0].stamp) if len(clean) > 1 else 30.0
-    return [Keypoints(clean[i % len(clean)].points, clean[i % len(clean)].confidence, i / (rate * speed))
+    return [Keypoints(clean[i % len(clean)].points, clean[i % len(clean)].confidence, i / rate)
             for i in range(loops * len(clean))]
 
 
@@ -231,9 +237,8 @@ def build_mimic_frames(config: MimicDataConfig | None = None, robot: RobotConfig
     rng = np.random.default_rng(config.seed)
     parts, episodes = [], []
     for clip in config.clips:
-        clean = MocapSource(clip, SourceOptions()).all_keypoints()
         for speed in config.speeds:
-            stream = looped(clean, config.loops, speed)
+            stream = looped(clip_frames(clip, speed), config.loops)
             teach = teacher_trajectory(robot, stream, retarget, teacher)
             states = replay_states(robot, teach, config)
             for variant in range(config.variants):
