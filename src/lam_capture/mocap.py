@@ -351,8 +351,8 @@ class MocapSource(Source):
     """``mocap:CLIP``: a DeepMimic clip replayed as ready keypoints at the clip's own rate.
 
     ``options.speed`` slows or speeds up the motion, not the camera: the clip is resampled at its
-    own rate (:func:`retimed`), so half speed gives twice the frames, still at 30 Hz for the
-    pybullet_data clips. ``clip`` is the resampled clip; its frames are the ones read.
+    own rate (:func:`retimed`), so half speed gives twice the frames at the same rate (16-60 Hz
+    for the pybullet_data clips). ``clip`` is the resampled clip; its frames are the ones read.
 
     All keypoints are computed when the source opens (a clip is a few hundred frames), so
     ``read`` only paces and copies. ``Frame.index`` is the clip frame (it restarts at 0 when
