@@ -19,6 +19,7 @@ import pytest
 from lam_capture.mocap import MocapSource
 from lam_capture.skeleton import BODY, RIGHT_HAND, Keypoints
 from lam_control.robot import RobotConfig, panda
+from lam_control.safety import SafetyConfig, SafetyFilter
 from lam_policy.gestures import GripperConfig, PinchGripper
 from lam_policy.ik import IKConfig
 from lam_policy.retarget import PathFollower, RetargetConfig, Retargeter, read_arm
@@ -357,8 +358,23 @@ def test_retargeter_gripper_command_follows_the_pinch(base):
         fingers.append(result.q[n:])
         q = result.q
     fingers = np.array(fingers)
-    assert set(np.unique(fingers)) == {0.0, rt.robot.gripper_home}
+    assert set(np.unique(fingers)) == {rt.robot.gripper_closed, rt.robot.gripper_home}
     assert np.count_nonzero(np.any(np.diff(fingers, axis=0) != 0, axis=1)) == 2
+    # Both openings lie inside the safety filter's margins: a closing command is not clamped
+    # (a clamp is reported as a limit intervention on every tick the gripper stays closed).
+    robot = rt.robot
+    safety = SafetyFilter(robot.load_model(), len(robot.command_joints), SafetyConfig(), q, robot.ee_link)
+    for opening in (robot.gripper_closed, robot.gripper_home):
+        command = q.copy()
+        command[n:] = opening
+        safety.accept_command(command, 0.0)
+        assert "position_clamp" not in safety.step(command, 0.0).interventions, opening
+
+
+def test_robot_config_refuses_a_closed_gripper_outside_its_open_range():
+    for bad in (-0.001, float("nan"), 0.035, 0.05):
+        with pytest.raises(ValueError, match="gripper_closed"):
+            RobotConfig(gripper_closed=bad)
 
 
 def test_unseen_hand_keeps_the_gripper_state(base):

@@ -27,9 +27,12 @@ class RobotConfig:
     ee_link: str = "tcp_link"
     home: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.0, 1.5, 0.0, 1.1, 0.0])
     gripper_home: float = 0.035  # m per finger: open, clear of the 0.04 limit
+    # m per finger: closed, the 0 limit plus the safety filter's 1 mm prismatic margin, so a
+    # closing command is not clamped (and counted as a limit intervention) every tick
+    gripper_closed: float = 0.001
 
     def __post_init__(self) -> None:
-        for name in ("urdf", "joint_names", "gripper_joints", "ee_link", "home", "gripper_home"):
+        for name in ("urdf", "joint_names", "gripper_joints", "ee_link", "home", "gripper_home", "gripper_closed"):
             if getattr(self, name) is None:
                 raise ValueError(f"RobotConfig.{name} must not be None")
         self.joint_names = list(self.joint_names)
@@ -48,6 +51,9 @@ class RobotConfig:
             raise ValueError(f"RobotConfig.home must be finite, got {self.home}")
         if not (np.isfinite(self.gripper_home) and self.gripper_home >= 0):
             raise ValueError(f"RobotConfig.gripper_home must be finite and >= 0 m, got {self.gripper_home}")
+        if not (np.isfinite(self.gripper_closed) and 0 <= self.gripper_closed < self.gripper_home):
+            raise ValueError(f"RobotConfig.gripper_closed must be finite, >= 0 m and below gripper_home "
+                             f"({self.gripper_home}), got {self.gripper_closed}")
         if not self.ee_link:
             raise ValueError("RobotConfig.ee_link must name the end-effector (TCP) link")
 

@@ -44,6 +44,7 @@ PARAMETERS = {  # name: (default, description); see config/policy.yaml
     "gripper_joints": (RobotConfig().gripper_joints, "finger joints"),
     "ee_link": (RobotConfig().ee_link, "TCP link"),
     "gripper_open": (RobotConfig().gripper_home, "m, finger position when open"),
+    "gripper_closed": (RobotConfig().gripper_closed, "m, finger position when closed (inside the safety margin)"),
     "arm": ("right", "operator arm that drives the robot: left | right"),
     "mirror": (False, "robot moves as the operator's mirror image"),
     "robot_shoulder_link": ("shoulder_pitch_link", "robot link matched to the operator's shoulder"),
@@ -90,7 +91,8 @@ class PolicyNode(Node):
             raise ValueError(f"parameter mode must be one of {MODES}, got {self.mode!r}")
         self.robot = RobotConfig(urdf=get("urdf"), joint_names=list(get("joint_names")),
                                  gripper_joints=list(get("gripper_joints") or []), ee_link=get("ee_link"),
-                                 home=[0.0] * len(get("joint_names")), gripper_home=float(get("gripper_open")))
+                                 home=[0.0] * len(get("joint_names")), gripper_home=float(get("gripper_open")),
+                                 gripper_closed=float(get("gripper_closed")))
         self.retargeter = Retargeter(self.robot, RetargetConfig(
             arm=get("arm"), mirror=bool(get("mirror")), robot_shoulder_link=get("robot_shoulder_link"),
             robot_elbow_link=get("robot_elbow_link"), scale=float(get("scale")),

@@ -319,7 +319,7 @@ class Retargeter:
         result = self.ik.solve(target, target_rot, seed, posture, self.max_change)
         q = result.q[: self.n_cmd].copy()
         n_arm = len(self.robot.joint_names)
-        q[n_arm:] = 0.0 if closed else self.robot.gripper_home
+        q[n_arm:] = self.robot.gripper_closed if closed else self.robot.gripper_home
         return RetargetResult(q, target, absolute, target_rot, result.position_error,
                               result.reachable or result.bounded, closed)
 
