@@ -366,7 +366,7 @@ def teacher_trajectory(robot: RobotConfig, keypoints: list[Keypoints], retarget:
     if not n_grip:
         return path.times, q_arm
     closed = path.closed if config.gripper == "pinch" else np.zeros(len(path.times), dtype=bool)
-    grip = np.where(closed, 0.0, robot.gripper_home)[:, None].repeat(n_grip, axis=1)
+    grip = np.where(closed, robot.gripper_closed, robot.gripper_home)[:, None].repeat(n_grip, axis=1)
     grip = limit_motion(grip, path.times, vmax[n_arm:], vmax[n_arm:] / config.accel_time, lower[n_arm:],
                         upper[n_arm:])
     return path.times, np.concatenate([q_arm, grip], axis=1)
