@@ -141,6 +141,11 @@ class Clip:
         return len(self.frames)
 
     @property
+    def times(self) -> np.ndarray:
+        """(F,) s: each frame's time in the clip, from 0."""
+        return np.concatenate([[0.0], np.cumsum(self.durations[:-1])])
+
+    @property
     def rate(self) -> float:
         """Frames per second: 1 / the median positive frame duration."""
         return float(1.0 / np.median(self.durations[self.durations > 0]))
@@ -238,7 +243,7 @@ def retimed(clip: Clip, speed: float) -> Clip:
     if speed == 1.0 or clip.num_frames < 2:
         return clip
     dt = 1.0 / clip.rate
-    times = np.concatenate([[0.0], np.cumsum(clip.durations[:-1])])  # (F,) s of clip time
+    times = clip.times
     shown = np.arange(int(math.floor(times[-1] / (speed * dt) + 1e-9)) + 1) * speed * dt  # (K,)
     i = np.clip(np.searchsorted(times, shown, side="right") - 1, 0, clip.num_frames - 2)  # (K,)
     span = times[i + 1] - times[i]
@@ -368,7 +373,7 @@ class MocapSource(Source):
         self.rate = self.clip.rate  # frames per second of wall time, at any speed
         self._loop = bool(options.loop)
         self._points = clip_keypoints(self.clip)  # (F, 75, 3)
-        self._times = np.concatenate([[0.0], np.cumsum(self.clip.durations[:-1])])  # (F,) s
+        self._times = self.clip.times
         self._pacer: Pacer | None = None
         self._next = 0
         self._done = False
