@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CHECK_LANDMARKS = (11, 12, 13, 14, 15, 16, 23, 24)
 # Bones whose lengths identify a person and expose an arm swap: shoulder width, upper arms, forearms.
 CHECK_BONES = ((11, 12), (11, 13), (12, 14), (13, 15), (14, 16))
+# The two upper arms (indices into CHECK_BONES): an arm swap stretches both at once.
+UPPER_ARMS = (1, 2)
 MIN_COMMON = 3  # fewer torso/arm landmarks in common than this: compare every common landmark
 STATES = ("tracking", "unstable", "lost")
 _CHECK_MASK = np.isin(np.arange(NUM_LANDMARKS), CHECK_LANDMARKS)
@@ -171,9 +173,10 @@ class CleanerConfig:
     2.8 m/s (dance 3.4 m/s), while another person or a flip moves most of them by tens of
     centimetres in one frame (> 9 m/s at 30 Hz). ``jump_margin`` 5 cm is added for the jitter
     of two frames (~2 cm at 1 cm per axis), which would otherwise trip the test at 60 Hz.
-    ``bone_ratio`` 0.3: a person's bones do not change; an arm swap makes the upper arms
+    ``bone_ratio`` 0.3: a person's bones do not change; an arm swap makes both upper arms
     shoulder-to-opposite-elbow segments (+50% or more) and a child is 35% smaller, while 1 cm
-    jitter moves a 25 cm forearm by ~6%. ``stable_frames`` 5 holds ~170 ms at 30 Hz, long
+    jitter moves a 25 cm forearm by ~6% (3 cm jitter by ~17%, so one bone past the ratio is
+    jitter: the test needs the median bone or both upper arms). ``stable_frames`` 5 holds ~170 ms at 30 Hz, long
     enough to see a flicker between two tracks. ``lost_timeout`` 0.5 s: after that without a
     confident landmark the old track says nothing about where the operator is.
     """
@@ -233,7 +236,11 @@ def consistency(ref: _Reference, points: np.ndarray, valid: np.ndarray, stamp: f
 
     Jump test: the median over common torso/arm landmarks of displacement / allowed, where
     allowed = max_speed * time since that landmark was seen + jump_margin, must be <= 1.
-    Bone test: every checked bone measurable in both must be within ``bone_ratio`` of ref's.
+    Bone test: the median relative change of the checked bones measurable in both, and the
+    smaller change of the two upper arms, must be within ``bone_ratio`` of ref's. Another
+    person changes every bone, an arm swap both upper arms; keypoint jitter changes bones one
+    at a time (at 3 cm per coordinate a forearm often by more than 30%), so a single bone past
+    the ratio does not reject a frame.
     """
     age = stamp - ref.stamps
     with np.errstate(invalid="ignore"):
@@ -249,12 +256,13 @@ def consistency(ref: _Reference, points: np.ndarray, valid: np.ndarray, stamp: f
     if ratio > 1.0:
         return f"jump: median landmark moved {ratio:.1f}x the allowed distance"
     with np.errstate(divide="ignore", invalid="ignore"):
-        change = np.abs(_bone_lengths(points, valid) / ref.bones - 1.0)
-        bad = change > config.bone_ratio
-    if bad.any():
-        worst = int(np.nanargmax(np.where(bad, change, np.nan)))
-        a, b = CHECK_BONES[worst]
-        return f"bone {BODY.names[a]}-{BODY.names[b]} length changed by {change[worst]:.0%}"
+        change = np.abs(_bone_lengths(points, valid) / ref.bones - 1.0)  # (B,), NaN = not measurable
+    known = change[np.isfinite(change)]
+    if known.size and float(np.median(known)) > config.bone_ratio:
+        return f"bones: median length changed by {float(np.median(known)):.0%} (another person?)"
+    upper = change[list(UPPER_ARMS)]
+    if np.all(np.isfinite(upper)) and float(upper.min()) > config.bone_ratio:
+        return f"bones: both upper arms changed length by {float(upper.min()):.0%} or more (an arm swap?)"
     return ""
 
 
@@ -316,6 +324,9 @@ class KeypointCleaner:
         self._track: _Reference | None = None  # last accepted raw landmarks and bone estimates
         self._candidate: _Reference | None = None  # last frame of the run awaiting confirmation
         self._run = 0  # length of that run
+        # Sum and count (B,) of the run's bone lengths: the candidate's bones are the run's mean,
+        # so a frame of the run is compared with one frame's jitter, not two frames'.
+        self._run_bones = (np.zeros(len(CHECK_BONES)), np.zeros(len(CHECK_BONES)))
         self._last_stamp: float | None = None  # last frame taken in
         self._seen_stamp: float | None = None  # last frame with a confident landmark
 
@@ -384,7 +395,14 @@ class KeypointCleaner:
             self._run = 1 if reason else self._run + 1
         else:
             self._run = 1
-        self._candidate = _Reference.of(points, valid, stamp)
+        frame = _Reference.of(points, valid, stamp)
+        known = np.isfinite(frame.bones)
+        total, count = self._run_bones if self._run > 1 else (np.zeros_like(frame.bones), np.zeros_like(frame.bones))
+        total, count = total + np.where(known, frame.bones, 0.0), count + known
+        self._run_bones = (total, count)
+        with np.errstate(invalid="ignore"):
+            frame.bones = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        self._candidate = frame
         self._state = "unstable"
         if self._run < self.config.stable_frames:
             self.held_frames += 1
@@ -396,7 +414,9 @@ class KeypointCleaner:
         self._track, self._candidate, self._run = None, None, 0
         self._state = "tracking"
         log.info("keypoints tracking (resets so far: %d)", self.resets)
-        return self._accept(kp, points, conf, stamp)
+        out = self._accept(kp, points, conf, stamp)
+        self._track.bones = frame.bones.copy()  # the track starts from the run's mean bones
+        return out
 
     def _accept(self, kp: Keypoints, points: np.ndarray, conf: np.ndarray, stamp: float) -> Keypoints:
         """Smooth an accepted frame and fold it into the track reference."""
