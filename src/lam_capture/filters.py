@@ -176,9 +176,9 @@ class CleanerConfig:
     ``bone_ratio`` 0.3: a person's bones do not change; an arm swap makes both upper arms
     shoulder-to-opposite-elbow segments (+50% or more) and a child is 35% smaller, while 1 cm
     jitter moves a 25 cm forearm by ~6% (3 cm jitter by ~17%, so one bone past the ratio is
-    jitter: the test needs the median bone or both upper arms). ``stable_frames`` 5 holds ~170 ms at 30 Hz, long
-    enough to see a flicker between two tracks. ``lost_timeout`` 0.5 s: after that without a
-    confident landmark the old track says nothing about where the operator is.
+    jitter: the test needs the median bone or both upper arms). ``stable_frames`` 5 holds
+    ~170 ms at 30 Hz, long enough to see a flicker between two tracks. ``lost_timeout`` 0.5 s:
+    after that without a confident landmark the old track says nothing about where the operator is.
     """
 
     min_confidence: float = 0.5  # landmarks below this are missing (confidence 0)
@@ -397,11 +397,10 @@ class KeypointCleaner:
             self._run = 1
         frame = _Reference.of(points, valid, stamp)
         known = np.isfinite(frame.bones)
-        total, count = self._run_bones if self._run > 1 else (np.zeros_like(frame.bones), np.zeros_like(frame.bones))
+        total, count = self._run_bones if self._run > 1 else (np.zeros(known.shape), np.zeros(known.shape))
         total, count = total + np.where(known, frame.bones, 0.0), count + known
         self._run_bones = (total, count)
-        with np.errstate(invalid="ignore"):
-            frame.bones = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        frame.bones = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         self._candidate = frame
         self._state = "unstable"
         if self._run < self.config.stable_frames:
