@@ -37,6 +37,7 @@ class CapturePipeline:
         self.published: deque = deque(maxlen=300)  # monotonic times of published frames
         self.frames = 0
         self.no_person = 0
+        self.published_frames = 0  # frames the cleaner let through, since start
 
     def step(self, timeout: float = 0.5) -> StepResult:
         frame = self.source.read(timeout)
@@ -60,6 +61,7 @@ class CapturePipeline:
         self.latencies.append(latency)
         if clean is not None:
             self.published.append(done)
+            self.published_frames += 1
         return StepResult(clean, frame.stamp, latency)
 
     def rate(self) -> float:

@@ -237,13 +237,21 @@ def cmd_mimic(args) -> int:
                              "stop them or leave out --domain (a private domain is the default)")
         frame_log = list(pipeline.frame_log)[:frames]
         apply = control._apply_age
+        cleaner = pipeline.cleaner
+        capture_counts = {"capture_frames": pipeline.frames, "capture_published_frames": pipeline.published_frames,
+                          "capture_rejected_frames": cleaner.rejected_frames,
+                          "capture_held_frames": cleaner.held_frames}
     if not monitor.states or not frame_log:
         raise CLIError("the run recorded nothing (no joint states or no capture frames)")
     names = robot.command_joints
     summary = {"source": args.source, "mode": args.mode, "speed": args.speed, "noise_cm": args.noise,
                "dropout": args.dropout, "occlusion_per_s": args.occlusion,
                **summarize(robot, frame_log, targets, monitor.states, monitor.applied, monitor.commands, names,
-                          control.arm.safety_config.control_period, start_frame)}
+                          control.arm.safety_config.control_period, start_frame), **capture_counts}
+    if not summary["commands"]:
+        print(f"lam mimic: the policy sent no command: capture published {pipeline.published_frames} of "
+              f"{pipeline.frames} frames ({cleaner.rejected_frames} rejected as implausible, {cleaner.held_frames} "
+              f"held), so the figures are those of an arm holding still", file=sys.stderr)
     if apply:
         summary["capture_to_apply_p50_ms"] = round(float(np.percentile(apply, 50)) * 1e3, 2)
         summary["capture_to_apply_p95_ms"] = round(float(np.percentile(apply, 95)) * 1e3, 2)
