@@ -500,3 +500,14 @@ def test_bad_config_values_name_the_field(factory, kwargs, field):
 def test_unknown_robot_link_is_named():
     with pytest.raises(ValueError, match="no_such_link"):
         Retargeter(RobotConfig(), RetargetConfig(robot_elbow_link="no_such_link"))
+
+
+@pytest.mark.parametrize("state", ["arm_only", "nan", "too_long"])
+def test_a_wrong_joint_state_is_refused_with_the_joints_named(state, base):
+    rt = make_retargeter("lam_arm", scale=1.0, calibration_frames=1)
+    q = rt.robot.home_positions()
+    bad = {"arm_only": q[: len(rt.robot.joint_names)], "nan": np.where(np.arange(len(q)) == 3, np.nan, q),
+           "too_long": np.concatenate([q, [0.0]])}[state]
+    with pytest.raises(ValueError, match="finger_left"):
+        rt.update(base, bad, 0.0)
+    assert rt.update(base, q, 0.0) is not None  # the retargeter is still usable

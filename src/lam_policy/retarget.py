@@ -284,7 +284,12 @@ class Retargeter:
         self.deadman.set_engaged(engaged)
 
     def update(self, kp: Keypoints, q_now: np.ndarray, now: float) -> RetargetResult | None:
-        """A command for this frame, or None to hold (not engaged, not tracked, calibrating)."""
+        """A command for this frame, or None to hold (not engaged, not tracked, calibrating).
+        ``q_now`` is the measured state over the robot's command joints (arm then gripper)."""
+        q_now = np.asarray(q_now, dtype=float)
+        if q_now.shape != (self.n_cmd,) or not np.all(np.isfinite(q_now)):
+            raise ValueError(f"Retargeter.update needs the finite measured state of the {self.n_cmd} command "
+                             f"joints {list(self.robot.command_joints)}, got shape {q_now.shape}: {q_now.tolist()}")
         arm = read_arm(kp, self.config.arm, self.config.min_confidence)
         engaged = arm is not None and self.deadman.update(kp)
         if arm is None and self.active:
