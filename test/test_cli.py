@@ -147,6 +147,10 @@ def test_two_lam_mimic_runs_at_once_each_measure_only_their_own_graph():
 
 
 def test_lam_mimic_on_a_domain_another_graph_publishes_on_refuses_its_figures(lam_run):
+    with Graph(domain_id=domain_id()) as graph:  # the other graph is up before the run starts
+        monitor = graph.add(MonitorNode)
+        graph.spin(duration=30.0, until=lambda: len(monitor.states) > 0)
+        assert monitor.states, "lam run never published /joint_states"
     result = lam("mimic", "--source", "mocap:walk", "--repeat", "1", "--domain", str(domain_id()), "--json",
                  timeout=120)
     assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
